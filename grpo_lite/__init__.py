@@ -1,0 +1,8 @@
+"""grpo-lite: GRPO with 4-bit LoRA on one GPU, in a notebook you can steer while it trains."""
+
+from grpo_lite.advantages import group_advantages
+from grpo_lite.config import GRPOConfig
+from grpo_lite.loss import grpo_loss
+
+__all__ = ["GRPOConfig", "group_advantages", "grpo_loss"]
+__version__ = "0.1.0"

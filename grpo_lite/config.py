@@ -1,0 +1,243 @@
+"""The one configuration of a grpo-lite run: a frozen dataclass, checked at construction.
+
+Defaults fit a free Colab T4 (16 GB) training a 0.5B-1.5B model in 4-bit with LoRA.
+Every check raises a ``ValueError`` that names the field and the values it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+LossType = Literal["grpo", "dapo", "dr_grpo"]
+Backend = Literal["auto", "transformers", "unsloth"]
+AdvantageScale = Literal["group", "batch", "none"]
+Baseline = Literal["mean", "leave_one_out"]
+ImportanceLevel = Literal["token", "sequence"]
+Scheduler = Literal["constant", "linear", "cosine"]
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    model: str
+    """Hugging Face Hub id (``"Qwen/Qwen2.5-0.5B-Instruct"``) or local path of a causal language model."""
+
+    output_dir: str = "runs/grpo"
+    """Run directory: config, metrics.jsonl, checkpoints/, adapter/ (see DESIGN.md)."""
+
+    backend: Backend = "auto"
+    """``"transformers"``; ``"unsloth"`` (needs a CUDA GPU and the package); ``"auto"`` picks transformers."""
+
+    adapter: str | None = None
+    """An existing LoRA adapter (peft layout) to continue training. The reference stays the *base*
+    model: adapters disabled means no adapter at all, not this starting adapter."""
+
+    # ---- model loading -------------------------------------------------------------------------
+    load_in_4bit: bool = True
+    """Load the base weights in 4-bit NF4 with double quantization (bitsandbytes). False: full precision."""
+
+    lora_rank: int = 16
+    """LoRA rank r. 8-32 is typical; higher learns more and costs more memory."""
+
+    lora_alpha: int = 32
+    """LoRA scaling numerator; the update is scaled by alpha / rank. Commonly 2 x rank."""
+
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input, in [0, 1). 0 keeps the policy's log-probs deterministic."""
+
+    lora_target_modules: str | tuple[str, ...] = "all-linear"
+    """Modules that get LoRA: ``"all-linear"`` (every linear layer but the output head) or module names."""
+
+    gradient_checkpointing: bool = True
+    """Recompute activations in backward instead of storing them: much less memory, ~30% more time."""
+
+    # ---- data and sampling ---------------------------------------------------------------------
+    prompt_column: str = "prompt"
+    """Dataset column holding the prompt: a string (used as is) or a list of chat messages (chat template)."""
+
+    prompts_per_step: int = 4
+    """B: prompts sampled per training step."""
+
+    group_size: int = 8
+    """G: completions sampled per prompt; advantages are relative within each group. At least 2."""
+
+    micro_batch_size: int = 8
+    """Completions per forward/backward; gradients accumulate over B x G / micro_batch_size passes."""
+
+    max_prompt_tokens: int = 512
+    """Prompts longer than this are cut from the left (the end of a prompt matters most)."""
+
+    max_new_tokens: int = 256
+    """Most tokens sampled per completion; a completion that reaches it without EOS is 'truncated'."""
+
+    temperature: float = 1.0
+    """Sampling temperature (> 0). The log-probs of the loss use the same temperature."""
+
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p, in (0, 1]."""
+
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 turns it off."""
+
+    stop_strings: tuple[str, ...] = ()
+    """Generation stops after any of these strings, in addition to the EOS token."""
+
+    # ---- objective -----------------------------------------------------------------------------
+    loss_type: LossType = "grpo"
+    """Normalisation: ``"grpo"`` (per-sequence mean, DeepSeekMath eq. 3), ``"dapo"`` (token-level
+    mean), ``"dr_grpo"`` (sum / (N x max_new_tokens), Dr. GRPO)."""
+
+    importance_sampling: ImportanceLevel = "token"
+    """``"token"``: one ratio per token (GRPO); ``"sequence"``: the length-normalised sequence ratio (GSPO)."""
+
+    advantage_scale: AdvantageScale = "group"
+    """Divide advantages by the group's std (``"group"``), the batch's (``"batch"``), or not (``"none"``, Dr. GRPO)."""
+
+    advantage_baseline: Baseline = "mean"
+    """Baseline subtracted from each reward: the group mean, or the mean of the *other* G-1 (RLOO)."""
+
+    beta: float = 0.0
+    """Weight of the KL penalty to the reference (base with adapters off). 0 skips the reference pass;
+    DeepSeekMath used 0.04."""
+
+    eps_low: float = 0.2
+    """Lower clip range: the ratio is clipped at 1 - eps_low. In [0, 1)."""
+
+    eps_high: float = 0.2
+    """Upper clip range: the ratio is clipped at 1 + eps_high (DAPO's clip-higher uses 0.28)."""
+
+    num_iterations: int = 1
+    """mu: updates per batch of rollouts. With 1 the old log-probs are the detached current ones."""
+
+    # ---- optimisation --------------------------------------------------------------------------
+    learning_rate: float = 1e-5
+    """AdamW learning rate for the LoRA weights."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay (>= 0)."""
+
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm; 0 turns clipping off."""
+
+    lr_scheduler: Scheduler = "constant"
+    """Learning-rate schedule after warmup."""
+
+    warmup_steps: int = 0
+    """Steps of linear warmup from 0 to learning_rate."""
+
+    max_steps: int = 200
+    """Training steps (one step = B prompts x G completions, one optimizer update per iteration)."""
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    seed: int = 0
+    """Seeds data order, sampling and LoRA init. Same seed on CPU = same run."""
+
+    save_steps: int = 50
+    """Write a checkpoint every this many steps (and at the end, and on Ctrl-C); 0: only those two."""
+
+    logprob_chunk_tokens: int = 0
+    """Completion tokens whose logits are materialised at once in the log-prob pass; 0 picks a size
+    that keeps one chunk near 64 MB whatever the vocabulary."""
+
+    device: str | None = None
+    """``"cuda"``, ``"cpu"``...; None picks CUDA when available."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        _check(self, "model", bool(self.model), "a non-empty model id or path")
+        _check(self, "group_size", self.group_size >= 2, ">= 2 (a group needs a baseline)")
+        for name in ("prompts_per_step", "micro_batch_size", "max_prompt_tokens", "max_new_tokens"):
+            _check(self, name, getattr(self, name) > 0, "> 0")
+        _check(self, "max_steps", self.max_steps > 0, "> 0")
+        total = self.prompts_per_step * self.group_size
+        _check(
+            self,
+            "micro_batch_size",
+            total % self.micro_batch_size == 0,
+            f"a divisor of prompts_per_step x group_size = {total}",
+        )
+        _check(self, "temperature", self.temperature > 0, "> 0")
+        _check(self, "top_p", 0 < self.top_p <= 1, "in (0, 1]")
+        _check(self, "top_k", self.top_k >= 0, ">= 0 (0 = off)")
+        _check(self, "learning_rate", self.learning_rate > 0, "> 0")
+        _check(self, "weight_decay", self.weight_decay >= 0, ">= 0")
+        _check(self, "max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = no clipping)")
+        _check(self, "beta", self.beta >= 0, ">= 0")
+        _check(self, "eps_low", 0 <= self.eps_low < 1, "in [0, 1)")
+        _check(self, "eps_high", self.eps_high >= 0, ">= 0")
+        _check(self, "num_iterations", self.num_iterations >= 1, ">= 1")
+        _check(self, "lora_rank", self.lora_rank > 0, "> 0")
+        _check(self, "lora_alpha", self.lora_alpha > 0, "> 0")
+        _check(self, "lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
+        _check(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
+        _check(self, "save_steps", self.save_steps >= 0, ">= 0 (0 = only at the end)")
+        _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GRPOConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"GRPOConfig has no field(s) {unknown}; known fields: {sorted(known)}")
+        tuples = {"stop_strings", "lora_target_modules"}
+        values: dict[str, Any] = {
+            k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON, or YAML when the name ends in .yaml/.yml."""
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> GRPOConfig:
+        """Read a config written by :meth:`save` (JSON or YAML, chosen by the file name)."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of GRPOConfig fields, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> GRPOConfig:
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check(cfg: GRPOConfig, name: str, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"GRPOConfig.{name} must be {allowed}; got {getattr(cfg, name)!r}")
+
+
+def _check_literals(cfg: GRPOConfig) -> None:
+    hints = typing.get_type_hints(GRPOConfig)
+    for f in dataclasses.fields(cfg):
+        if typing.get_origin(hints[f.name]) is Literal:
+            allowed = typing.get_args(hints[f.name])
+            _check(cfg, f.name, getattr(cfg, f.name) in allowed, f"one of {list(allowed)}")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+__all__ = ["GRPOConfig"]

@@ -1,0 +1,200 @@
+"""Per-token log-probs of completions, without ever holding the (N x T x V) logits.
+
+Shapes: N sequences (prompt + completion), P prompt tokens, T completion tokens, H hidden size,
+V vocabulary, M = number of completion tokens actually scored (mask == 1).
+
+The model's backbone gives the final hidden states; the output head is applied here, a slice of M
+rows at a time: ``hidden[rows] @ W.T / temperature -> log_softmax -> gather``. Backward recomputes
+each slice's logits instead of saving them, so the peak is one slice x V in both directions: what
+lets a 152k-token vocabulary (Qwen) fit on a small GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+CHUNK_BYTES = 64 * 2**20  # one fp32 slice of logits at most this large
+
+
+def chunk_rows_for(vocab_size: int, chunk_tokens: int = 0) -> int:
+    """Rows per slice: ``chunk_tokens`` if given, else as many as fit in CHUNK_BYTES of fp32 logits."""
+    return chunk_tokens if chunk_tokens > 0 else max(1, CHUNK_BYTES // (4 * vocab_size))
+
+
+def _slice_logits(h: torch.Tensor, weight: torch.Tensor, head: HeadSpec) -> torch.Tensor:
+    logits = (h @ weight.T).float()  # (m, V) matmul in the model's dtype, softmax in fp32
+    if head.logit_scale != 1.0:
+        logits = logits * head.logit_scale
+    if head.softcap:
+        logits = head.softcap * torch.tanh(logits / head.softcap)
+    return logits / head.temperature
+
+
+class HeadSpec:
+    """How the output head turns hidden states into logits (scale, soft-cap, sampling temperature)."""
+
+    def __init__(self, temperature: float = 1.0, logit_scale: float = 1.0, softcap: float | None = None):
+        self.temperature = temperature
+        self.logit_scale = logit_scale
+        self.softcap = softcap
+
+
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    """log p(target | hidden) for M rows, computed and differentiated one slice at a time."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, head: HeadSpec, rows: int
+    ):  # type: ignore[override]
+        # hidden (M, H), weight (V, H), targets (M,)
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)  # (M,)
+        for start in range(0, hidden.shape[0], rows):
+            logits = _slice_logits(hidden[start : start + rows], weight, head)  # (m, V)
+            picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)  # (m,)
+            out[start : start + rows] = picked - torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.head, ctx.rows = head, rows
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
+        hidden, weight, targets = ctx.saved_tensors
+        head, rows = ctx.head, ctx.rows
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.shape[0], rows):
+            with torch.enable_grad():
+                h = hidden[start : start + rows].detach().requires_grad_(ctx.needs_input_grad[0])
+                w = weight.detach().requires_grad_(ctx.needs_input_grad[1])
+                logits = _slice_logits(h, w, head)  # (m, V) recomputed, not saved from forward
+                picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)
+                logp = picked - torch.logsumexp(logits, dim=1)  # (m,)
+                inputs = [
+                    t for t, need in ((h, ctx.needs_input_grad[0]), (w, ctx.needs_input_grad[1])) if need
+                ]
+                grads = torch.autograd.grad(logp, inputs, grad_out[start : start + rows])
+            it = iter(grads)
+            if grad_hidden is not None:
+                grad_hidden[start : start + rows] = next(it)
+            if grad_weight is not None:
+                grad_weight += next(it).float()
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None
+
+
+def token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    head: HeadSpec | None = None,
+    chunk_tokens: int = 0,
+) -> torch.Tensor:
+    """log p(targets[i] | hidden[i]) for flat rows, chunked in forward and backward.
+
+    Args:
+        hidden: (M, H) final hidden states (after the final norm).
+        weight: (V, H) output-head weight.
+        targets: (M,) token ids.
+    Returns:
+        (M,) fp32 log-probs.
+    """
+    rows = chunk_rows_for(weight.shape[0], chunk_tokens)
+    return _ChunkedTokenLogprobs.apply(hidden, weight, targets, head or HeadSpec(), rows)
+
+
+@torch.no_grad()
+def token_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, *, head: HeadSpec | None = None, chunk_tokens: int = 0
+) -> torch.Tensor:
+    """Entropy of the next-token distribution for each row of (M, H) hidden states; (M,), no grad."""
+    head = head or HeadSpec()
+    rows = chunk_rows_for(weight.shape[0], chunk_tokens)
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], rows):
+        logits = _slice_logits(hidden[start : start + rows], weight, head)  # (m, V)
+        logp = torch.log_softmax(logits, dim=1)
+        out[start : start + rows] = -(logp.exp() * logp).sum(dim=1)
+    return out
+
+
+def naive_token_logprobs(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, head: HeadSpec | None = None
+) -> torch.Tensor:
+    """The reference: full logits, ``log_softmax(logits).gather(...)``. Used by tests and benchmarks."""
+    logits = _slice_logits(hidden, weight, head or HeadSpec())  # (M, V)
+    return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+
+# ---- from a causal LM ------------------------------------------------------------------------------
+
+
+def head_spec(model: nn.Module, temperature: float) -> HeadSpec:
+    """The output head's logit scale and soft-cap, read from the model config (Cohere, Gemma 2)."""
+    config = model.config
+    return HeadSpec(
+        temperature=temperature,
+        logit_scale=float(getattr(config, "logit_scale", None) or 1.0),
+        softcap=getattr(config, "final_logit_softcapping", None),
+    )
+
+
+def _base_lm(model: nn.Module) -> nn.Module:
+    """The transformers CausalLM under a peft wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def completion_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float,
+    chunk_tokens: int = 0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and optionally entropies) of the completion tokens of prompt+completion sequences.
+
+    Args:
+        input_ids: (N, P+T) left-padded prompt followed by the completion.
+        attention_mask: (N, P+T) 1 for real tokens.
+        completion_mask: (N, T) 1 for the completion tokens to score.
+    Returns:
+        (N, T) log-probs, 0 where ``completion_mask`` is 0; and (N, T) entropies or None.
+    """
+    lm: Any = _base_lm(model)
+    T = completion_mask.shape[1]
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P+T) left padding aware
+    hidden = lm.get_decoder()(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state  # (N, P+T, H)
+    hidden = hidden[:, -T - 1 : -1]  # (N, T, H): the state before each completion token predicts it
+    rows = completion_mask.bool()  # (N, T)
+    weight = lm.get_output_embeddings().weight  # (V, H)
+    head = head_spec(lm, temperature)
+    flat_hidden = hidden[rows]  # (M, H)
+    flat = token_logprobs(flat_hidden, weight, input_ids[:, -T:][rows], head=head, chunk_tokens=chunk_tokens)
+    logps = torch.zeros(completion_mask.shape, dtype=flat.dtype, device=flat.device)
+    logps = logps.masked_scatter(rows, flat)  # (N, T)
+    entropy = None
+    if with_entropy:
+        ent = token_entropy(flat_hidden.detach(), weight, head=head, chunk_tokens=chunk_tokens)
+        entropy = torch.zeros_like(logps).masked_scatter(rows, ent)
+    return logps, entropy
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """The reference model: the same weights with the LoRA adapters switched off, no grad."""
+    disable = getattr(model, "disable_adapter", None)
+    ctx = disable() if callable(disable) else contextlib.nullcontext()
+    with ctx, torch.no_grad():
+        yield
