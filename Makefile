@@ -17,8 +17,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m grpo_lite demo --output-dir runs/demo --overwrite
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check grpo_lite rewards tests benchmarks
-	$(BIN)/ruff format --check grpo_lite rewards tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy grpo_lite rewards
 
 test: lint

@@ -1,0 +1,158 @@
+"""Loading the policy: a causal LM in 4-bit NF4 (or full precision) with trainable LoRA adapters.
+
+The reference model is the same object with its adapters disabled (``logprobs.adapters_disabled``):
+no second copy of the weights is ever loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpo_lite.config import GRPOConfig
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(cfg: GRPOConfig) -> torch.device:
+    if cfg.device:
+        return torch.device(cfg.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it (Ampere+), fp16 on older ones (T4), fp32 on CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_backend(cfg: GRPOConfig) -> str:
+    """The backend that will load the model. "auto" means transformers until the Unsloth path lands."""
+    if cfg.backend == "unsloth":
+        raise NotImplementedError(
+            "GRPOConfig.backend='unsloth' is not available yet; use 'transformers' or 'auto'"
+        )
+    return "transformers"
+
+
+def _check_model_exists(name: str) -> None:
+    """Fail early and clearly when a model is neither a local folder nor reachable on the Hub."""
+    if Path(name).exists():
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # a malformed id: let the loader below raise its own message
+        cached = None
+    if offline and not isinstance(cached, str):
+        raise FileNotFoundError(
+            f"model {name!r} was not found locally (no such folder, not in the Hugging Face cache) "
+            "and HF_HUB_OFFLINE is set, so it cannot be downloaded"
+        )
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer.padding_side = "left"  # generation appends on the right of every prompt
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(name: str, *, load_in_4bit: bool, device: torch.device) -> Any:
+    """The base causal LM alone (no LoRA): 4-bit NF4 + double quantization, or full precision."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    _check_model_exists(name)
+    dtype = compute_dtype(device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    model: Any = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    if load_in_4bit:
+        keep_cpu_4bit_layout(model)
+    else:
+        model.to(device)
+    return model
+
+
+def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
+    """Load ``cfg.model`` with LoRA adapters ready to train; returns ``(peft_model, tokenizer)``.
+
+    - 4-bit: bitsandbytes NF4 with double quantization; compute dtype from :func:`compute_dtype`.
+      Works on the CPU too (bitsandbytes >= 0.45), which is the path the tests exercise.
+    - LoRA through peft on ``cfg.lora_target_modules``; a starting adapter from ``cfg.adapter`` is
+      loaded trainable. Either way the reference is the *base* (adapters disabled).
+    - Gradient checkpointing on when ``cfg.gradient_checkpointing``, with inputs requiring grad
+      so that checkpointed segments of a frozen base still propagate gradients to LoRA.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    resolve_backend(cfg)
+    model = load_base_model(cfg.model, load_in_4bit=cfg.load_in_4bit, device=pick_device(cfg))
+    tokenizer = load_tokenizer(cfg.adapter if cfg.adapter and _has_tokenizer(cfg.adapter) else cfg.model)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    if cfg.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if cfg.gradient_checkpointing:
+        model.config.use_cache = False  # generation turns it back on per call
+
+    if cfg.adapter:
+        model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)
+    else:
+        target = cfg.lora_target_modules
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=target if isinstance(target, str) else list(target),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return model, tokenizer
+
+
+def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weight the first time it
+    runs in eval mode (storing absmax in bf16) and unpacks it whenever a state dict is taken, e.g.
+    when peft saves the adapter. That round trip re-quantizes absmax, so the *base* weights drift a
+    little at every rollout/checkpoint cycle and the reference stops being the base. Keeping the
+    standard layout costs some CPU generation speed and nothing on a GPU.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _has_tokenizer(folder: str | None) -> bool:
+    return folder is not None and (Path(folder) / "tokenizer_config.json").exists()
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,210 @@
+"""Rollouts: G sampled completions for each prompt, with masks and truncation flags.
+
+Shapes: B prompts, G completions per prompt, N = B*G sequences (group by group), P prompt tokens
+(left-padded), T completion tokens (right-padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Sampling:
+    """Sampling settings read fresh at every rollout; the notebook and callbacks may change them."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+
+    def check(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1]; got {self.top_p!r}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off); got {self.top_k!r}")
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be > 0; got {self.max_new_tokens!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Rollout:
+    """One step's sampled data, N = B*G rows ordered group by group."""
+
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, T) right-padded
+    completion_mask: torch.Tensor  # (N, T) 1 up to and including EOS; 0 for padding and after
+    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without EOS or stop string
+    completions: list[str]  # (N,) decoded completion text, EOS left out
+    prompt_texts: list[str]  # (N,) rendered prompt text
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (N, P+T)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # (N, P+T)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(dim=1)  # (N,)
+
+
+def is_chat(prompt: Any) -> bool:
+    """A prompt is a chat when it is a list of {"role", "content"} messages."""
+    return isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt)
+
+
+def render_prompt(prompt: Any, tokenizer: Any) -> str:
+    """Chat messages through the tokenizer's chat template (with the generation prompt); text as is."""
+    if is_chat(prompt):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("a prompt holds chat messages but the tokenizer has no chat template")
+        return str(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
+    if isinstance(prompt, str):
+        return prompt
+    raise TypeError(f"a prompt must be a string or a list of chat messages; got {type(prompt).__name__}")
+
+
+def encode_prompts(
+    texts: list[str], tokenizer: Any, *, max_prompt_tokens: int, chat: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize and left-pad; prompts longer than ``max_prompt_tokens`` lose their beginning.
+
+    Returns (ids, mask), each (len(texts), P). A chat template already holds its special tokens,
+    so they are added only to plain-text prompts.
+    """
+    encoded = [
+        tokenizer(text, add_special_tokens=not c)["input_ids"][-max_prompt_tokens:]
+        for text, c in zip(texts, chat, strict=True)
+    ]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e) :] = torch.tensor(e, dtype=torch.long)
+        mask[i, width - len(e) :] = 1
+    return ids, mask
+
+
+def completion_mask_and_truncation(
+    completion_ids: torch.Tensor, eos_ids: list[int], pad_id: int, ended_by_stop: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which generated tokens belong to each completion, and which completions were cut off.
+
+    A completion runs up to and including its first EOS; one that a stop string ended runs up to
+    the padding generation put after it; one with neither hit max_new_tokens: it is truncated.
+
+    Args:
+        completion_ids: (N, T) generated tokens (padding after a finished sequence).
+        ended_by_stop: (N,) bool, the decoded text ends with a stop string (no EOS was sampled).
+    Returns:
+        (N, T) long mask, (N,) bool truncated.
+    """
+    N, T = completion_ids.shape
+    positions = torch.arange(T, device=completion_ids.device).expand(N, T)  # (N, T)
+    never = torch.full((N, T), T, device=completion_ids.device)
+
+    def first(hit: torch.Tensor) -> torch.Tensor:  # (N,) index of the first hit, T if none
+        return torch.where(hit, positions, never).min(dim=1).values
+
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # (N, T)
+    has_eos = is_eos.any(dim=1) & ~ended_by_stop  # (N,)
+    end = torch.where(has_eos, first(is_eos) + 1, T)  # (N,) exclusive end, EOS included
+    end = torch.where(ended_by_stop, first(completion_ids == pad_id), end)
+    mask = (positions < end.unsqueeze(1)).long()  # (N, T)
+    return mask, ~has_eos & ~ended_by_stop
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    *,
+    group_size: int,
+    sampling: Sampling,
+    max_prompt_tokens: int,
+    stop_strings: tuple[str, ...] = (),
+) -> Rollout:
+    """Sample ``group_size`` completions for each of B prompts (strings or chat messages).
+
+    The model is put in eval mode with the KV cache on for generation; the caller restores train mode.
+    """
+    texts = [render_prompt(p, tokenizer) for p in prompts]
+    ids, mask = encode_prompts(
+        texts, tokenizer, max_prompt_tokens=max_prompt_tokens, chat=[is_chat(p) for p in prompts]
+    )
+    device = next(model.parameters()).device
+    eos_ids = _eos_ids(model, tokenizer)
+    from transformers import GenerationConfig
+
+    gen = GenerationConfig(
+        do_sample=True,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_new_tokens=sampling.max_new_tokens,
+        num_return_sequences=group_size,
+        repetition_penalty=1.0,  # the loss assumes plain temperature sampling
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids,
+        use_cache=True,
+        stop_strings=list(stop_strings) or None,
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=gen,
+            tokenizer=tokenizer if stop_strings else None,
+        )  # (N, P+T)
+    finally:
+        model.train(was_training)
+    P = ids.shape[1]
+    completion_ids = out[:, P:].cpu()  # (N, T)
+    raw = [tokenizer.decode(row, skip_special_tokens=True) for row in _cut_at_eos(completion_ids, eos_ids)]
+    ended_by_stop = torch.tensor([any(r.endswith(s) for s in stop_strings) for r in raw], dtype=torch.bool)
+    comp_mask, truncated = completion_mask_and_truncation(
+        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop
+    )
+    return Rollout(
+        prompt_ids=ids.repeat_interleave(group_size, dim=0),
+        prompt_mask=mask.repeat_interleave(group_size, dim=0),
+        completion_ids=completion_ids,
+        completion_mask=comp_mask,
+        truncated=truncated,
+        completions=raw,
+        prompt_texts=[t for t in texts for _ in range(group_size)],
+    )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from the generation config (chat models often have several) and the tokenizer."""
+    ids = model.generation_config.eos_token_id
+    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    if not found:
+        raise ValueError("the model and tokenizer define no EOS token; cannot tell where completions end")
+    return sorted(found)
+
+
+def _cut_at_eos(completion_ids: torch.Tensor, eos_ids: list[int]) -> list[list[int]]:
+    rows = []
+    for row in completion_ids.tolist():
+        end = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+        rows.append(row[:end])
+    return rows

@@ -1,0 +1,482 @@
+"""The GRPO training loop: roll out -> score -> advantages -> update -> log, one step at a time.
+
+The math lives in pure functions (``advantages``, ``loss``, ``logprobs``); this module only calls
+them in order, keeps the optimizer and the run directory, and hands one metrics dict per step to
+its listeners. Shapes: B prompts, G completions each, N = B*G, T completion tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpo_lite.advantages import equal_reward_fraction, group_advantages
+from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
+from grpo_lite.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from grpo_lite.config import GRPOConfig
+from grpo_lite.data import PromptData, reward_columns
+from grpo_lite.logprobs import adapters_disabled, completion_logprobs
+from grpo_lite.loss import grpo_loss, microbatch_weight
+from grpo_lite.model import load_policy, trainable_parameters
+from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
+from grpo_lite.steering import Steering
+from rewards import Combined, NamedReward, combine
+
+log = logging.getLogger(__name__)
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png")
+
+
+class GRPOTrainer:
+    """Trains LoRA adapters with GRPO. ``GRPOTrainer(cfg, rows, reward_funcs=[...]).train()``.
+
+    Args:
+        cfg: the run's configuration.
+        train_dataset: rows (dicts, a ``datasets.Dataset`` or a local file) with ``cfg.prompt_column``;
+            other columns reach the reward functions as keyword lists.
+        reward_funcs: reward functions with TRL's signature, or an already combined reward.
+        reward_weights: one weight per function (default 1.0 each).
+        callbacks: listeners; a JSONL logger is always added, a progress bar unless ``progress=False``.
+        model, tokenizer: an already loaded policy (peft model); else loaded from ``cfg``.
+        resume_from: a checkpoint folder, or ``"latest"`` for the newest complete one in the run dir.
+        overwrite: replace a previous run in ``cfg.output_dir`` instead of refusing.
+    """
+
+    def __init__(
+        self,
+        cfg: GRPOConfig,
+        train_dataset: Any,
+        reward_funcs: Sequence[Callable[..., Any] | NamedReward] | Combined,
+        *,
+        reward_weights: Sequence[float] | None = None,
+        callbacks: Sequence[Callback] = (),
+        model: Any = None,
+        tokenizer: Any = None,
+        resume_from: str | Path | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.output_dir)
+        self.data = PromptData(train_dataset, prompt_column=cfg.prompt_column, seed=cfg.seed)
+        self.rewards = (
+            reward_funcs
+            if isinstance(reward_funcs, Combined)
+            else combine(*reward_funcs, weights=reward_weights)
+        )
+        self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
+        self.steering = Steering()
+        self.step = 0
+        self._optimizer_steps_taken = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_rollout: dict[str, Any] | None = None
+        torch.manual_seed(cfg.seed)  # LoRA init
+        if model is None:
+            model, tokenizer = load_policy(cfg)
+        elif tokenizer is None:
+            raise ValueError("pass the tokenizer together with the model")
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.optimizer, self.scheduler = self._make_optimizer()
+        resume = self._prepare_run_dir(resume_from, overwrite)
+        self.callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl"), *callbacks]
+        if progress:
+            self.callbacks.append(ProgressBar())
+        if resume is not None:
+            self._resume(resume)
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def train(self) -> list[dict[str, Any]]:
+        """Run until ``cfg.max_steps`` or a stop request; Ctrl-C stops cleanly with a checkpoint."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            while self.step < self.cfg.max_steps and not self.steering.stop_requested:
+                rng_at_step_start = rng_state()  # rewound to on Ctrl-C: the next step replays exactly
+                changes = self._step_boundary()
+                if self.steering.stop_requested:
+                    break
+                metrics = self.train_step(changes)
+                self._emit(metrics)
+                if self.cfg.save_steps and self.step % self.cfg.save_steps == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            if self._optimizer_steps_taken:  # the update landed before the interrupt: the step is done
+                self.step += 1
+                log.warning("step %d was interrupted after its update; its metrics are not logged", self.step)
+            else:  # model and optimizer hold the last completed step; the RNG is rewound to it
+                set_rng_state(rng_at_step_start)
+            path = self.save_checkpoint()
+            log.warning(
+                "interrupted at step %d; checkpoint in %s (resume with resume_from=%r)",
+                self.step,
+                path,
+                str(path),
+            )
+            self.steering.stop()
+        else:
+            self.save_checkpoint()
+            self.save_adapter(self.run_dir / "adapter")
+            self._plot()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def train_step(self, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One GRPO step; returns its metrics (also kept in ``self.history``)."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        rows = self.data.batch(self.step, cfg.prompts_per_step)
+        prompts = [row[cfg.prompt_column] for row in rows]
+        # 1. roll out: G completions per prompt with the sampling settings in force
+        rollout = generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            group_size=cfg.group_size,
+            sampling=self.sampling,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            stop_strings=cfg.stop_strings,
+        )
+        t_gen = time.perf_counter()
+        # 2. score: every reward function once, errors isolated
+        scores = self._score(prompts, rows, rollout)
+        rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), NaN = no reward at all
+        t_score = time.perf_counter()
+        # 3. advantages, relative to each prompt's group
+        adv = group_advantages(
+            rewards, cfg.group_size, scale=cfg.advantage_scale, baseline=cfg.advantage_baseline
+        )
+        # 4. reference (adapters off) and old log-probs, both without grad
+        ref_logps = self._logps_no_grad(rollout, reference=True) if cfg.beta > 0 else None
+        old_logps = self._logps_no_grad(rollout, reference=False) if cfg.num_iterations > 1 else None
+        t_ref = time.perf_counter()
+        # 5. update: mu optimizer steps on this batch
+        update: dict[str, float] = {}
+        for iteration in range(cfg.num_iterations):
+            update = self._update(rollout, adv, old_logps, ref_logps, with_entropy=iteration == 0) | (
+                {"entropy": update["entropy"]} if iteration else {}
+            )
+        self.step += 1
+        self._optimizer_steps_taken = 0
+        t_end = time.perf_counter()
+        times = {
+            "generate": t_gen - t0,
+            "score": t_score - t_gen,
+            "reference": t_ref - t_score,
+            "train": t_end - t_ref,
+        }
+        self._keep_rollout(prompts, rollout, scores, rewards, adv)
+        return self._metrics(rollout, scores, rewards, adv, update, times, changes or {})
+
+    # ---- pieces of a step ------------------------------------------------------------------------
+    def _score(self, prompts: list[Any], rows: list[dict[str, Any]], rollout: Rollout) -> Any:
+        G = self.cfg.group_size
+        chat = is_chat(prompts[0])
+        completions: list[Any] = (
+            [[{"role": "assistant", "content": c}] for c in rollout.completions]
+            if chat
+            else rollout.completions
+        )
+        columns = reward_columns(rows, prompt_column=self.cfg.prompt_column, group_size=G)
+        return self.rewards.score([p for p in prompts for _ in range(G)], completions, **columns)
+
+    def _logps_no_grad(self, rollout: Rollout, *, reference: bool) -> torch.Tensor:
+        """(N, T) log-probs without grad: of the base (adapters off) or of the current policy."""
+        out = torch.zeros(rollout.completion_mask.shape, dtype=torch.float32)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for idx in self._micro_batches(torch.arange(rollout.completion_ids.shape[0])):
+                ids, attn, mask, T = self._inputs(rollout, idx)
+                with adapters_disabled(self.model) if reference else torch.no_grad():
+                    logps, _ = completion_logprobs(
+                        self.model,
+                        ids,
+                        attn,
+                        mask,
+                        temperature=self.sampling.temperature,
+                        chunk_tokens=self.cfg.logprob_chunk_tokens,
+                    )
+                out[idx, :T] = logps.float().cpu()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _update(
+        self,
+        rollout: Rollout,
+        adv: torch.Tensor,
+        old_logps: torch.Tensor | None,
+        ref_logps: torch.Tensor | None,
+        *,
+        with_entropy: bool,
+    ) -> dict[str, float]:
+        """Accumulate gradients over micro-batches and take one optimizer step (or skip a bad one)."""
+        cfg = self.cfg
+        mask_all = rollout.completion_mask
+        N = mask_all.shape[0]
+        # With beta = 0 a zero-advantage completion contributes exactly zero gradient: skip its passes.
+        keep = torch.arange(N) if cfg.beta > 0 else torch.nonzero(adv != 0).flatten()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=False)  # zero grads, not None: AdamW then steps every param
+        sums: dict[str, float] = {}
+        total_tokens = int(mask_all.sum())
+        loss_total, entropy_sum, entropy_tokens = 0.0, 0.0, 0.0
+        for idx in self._micro_batches(keep):
+            ids, attn, mask, T = self._inputs(rollout, idx)
+            logps, entropy = completion_logprobs(
+                self.model,
+                ids,
+                attn,
+                mask,
+                temperature=self.sampling.temperature,
+                chunk_tokens=cfg.logprob_chunk_tokens,
+                with_entropy=with_entropy,
+            )  # (n, T) each
+            old = old_logps[idx, :T].to(self.device) if old_logps is not None else logps.detach()
+            ref = ref_logps[idx, :T].to(self.device) if ref_logps is not None else None
+            loss, m = grpo_loss(
+                logps, old, ref, adv[idx].to(self.device), mask,
+                eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta, loss_type=cfg.loss_type,
+                max_tokens=cfg.max_new_tokens, importance_sampling=cfg.importance_sampling,
+            )  # fmt: skip
+            weight = microbatch_weight(cfg.loss_type, mask, total_seqs=N, total_tokens=total_tokens)
+            (loss * weight).backward()
+            loss_total += loss.item() * weight
+            tokens = float(mask.sum())
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v * tokens
+            if entropy is not None:
+                entropy_sum += float((entropy * mask).sum())
+                entropy_tokens += tokens
+        kept_tokens = max(sum(float(mask_all[i].sum()) for i in keep.tolist()), 1.0)
+        metrics = {k: v / kept_tokens for k, v in sums.items()}
+        metrics |= {"loss": loss_total, "skipped_compute_frac": 1 - len(keep) / N}
+        metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else math.nan
+        return metrics | self._optimizer_step(loss_total)
+
+    def _optimizer_step(self, loss: float) -> dict[str, float]:
+        """Clip and step; a non-finite loss or gradient skips the update (recorded, never applied)."""
+        params = trainable_parameters(self.model)
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            log.warning(
+                "step %d: non-finite loss (%s) or gradient norm (%s): update skipped",
+                self.step + 1,
+                loss,
+                grad_norm,
+            )
+            return {"grad_norm": grad_norm, "update_skipped": 1.0}
+        self.optimizer.step()
+        self._optimizer_steps_taken += 1
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"grad_norm": grad_norm, "update_skipped": 0.0}
+
+    def _micro_batches(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(indices, self.cfg.micro_batch_size)) if len(indices) else []
+
+    def _inputs(
+        self, rollout: Rollout, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Prompt+completion for the rows ``idx``, cut to the longest completion among them."""
+        mask = rollout.completion_mask[idx]  # (n, T_all)
+        T = max(int(mask.sum(dim=1).max()), 1)
+        ids = torch.cat([rollout.prompt_ids[idx], rollout.completion_ids[idx, :T]], dim=1)  # (n, P+T)
+        attn = torch.cat([rollout.prompt_mask[idx], mask[:, :T]], dim=1)  # (n, P+T)
+        return ids.to(self.device), attn.to(self.device), mask[:, :T].to(self.device), T
+
+    # ---- the step boundary -----------------------------------------------------------------------
+    def _step_boundary(self) -> dict[str, Any]:
+        """Let listeners steer, wait while paused, apply what was requested; returns the changes."""
+        for cb in self.callbacks:
+            cb.on_step_boundary(self)
+        while self.steering.paused and not self.steering.stop_requested:
+            time.sleep(0.05)
+            for cb in self.callbacks:
+                cb.on_step_boundary(self)
+        requested = self.steering.take()
+        changes: dict[str, Any] = {}
+        for key, value in requested.sampling.items():
+            if getattr(self.sampling, key) != value:
+                setattr(self.sampling, key, value)
+                changes[key] = value
+        for name, (fn, source) in requested.rewards.items():
+            self.rewards = self.rewards.replace_function(name, fn, source)
+            changes[f"reward:{name}"] = self.rewards.rewards[self.rewards.names.index(name)].source
+        return changes
+
+    def _emit(self, metrics: dict[str, Any]) -> None:
+        self.history.append(metrics)
+        for cb in self.callbacks:
+            cb.on_step_end(self, metrics)
+
+    def _metrics(
+        self,
+        rollout: Rollout,
+        scores: Any,
+        rewards: torch.Tensor,
+        adv: torch.Tensor,
+        update: dict[str, float],
+        times: dict[str, float],
+        changes: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Everything measured in one step, in one flat dict (plus ``changes`` and reward errors)."""
+        lengths = rollout.lengths.float()
+        valid = rewards[~torch.isnan(rewards)]
+        generated = float(lengths.sum())
+        m: dict[str, Any] = {
+            "step": self.step,
+            "reward": valid.mean().item() if len(valid) else math.nan,
+            "reward_std": valid.std().item() if len(valid) > 1 else 0.0,
+            **scores.metrics(),
+            "advantage_mean": adv.mean().item(),
+            "advantage_std": adv.std().item(),
+            "advantage_abs_mean": adv.abs().mean().item(),
+            "equal_reward_groups": equal_reward_fraction(rewards, self.cfg.group_size),
+            **update,
+            "completion_len_mean": lengths.mean().item(),
+            "completion_len_max": lengths.max().item(),
+            "truncated_frac": rollout.truncated.float().mean().item(),
+            "tokens_per_sec": generated / max(times["generate"], 1e-9),
+            **{f"time/{k}": v for k, v in times.items()},
+            "time/step": sum(times.values()),
+            "peak_mem_mb": peak_memory_mb(self.device),
+            "lr": self.scheduler.get_last_lr()[0],
+            **self.sampling.to_dict(),
+        }
+        if changes:
+            m["changes"] = changes
+        if scores.errors:
+            m["reward_error_tracebacks"] = scores.errors
+        return m
+
+    def _keep_rollout(
+        self, prompts: list[Any], rollout: Rollout, scores: Any, rewards: torch.Tensor, adv: torch.Tensor
+    ) -> None:
+        """The latest step's completions with their rewards (the notebook's completions panel)."""
+        self.last_rollout = {
+            "prompts": [p for p in prompts for _ in range(self.cfg.group_size)],
+            "completions": rollout.completions,
+            "per_function": scores.per_function,
+            "reward": rewards.tolist(),
+            "advantage": adv.tolist(),
+        }
+
+    # ---- optimizer, run directory, checkpoints -----------------------------------------------------
+    def _make_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        from transformers import get_scheduler
+
+        params = trainable_parameters(self.model)
+        if not params:
+            raise ValueError("the model has no trainable parameters (expected LoRA adapters)")
+        cfg = self.cfg
+        if self.device.type == "cuda":
+            import bitsandbytes as bnb
+
+            optimizer: torch.optim.Optimizer = bnb.optim.PagedAdamW8bit(
+                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+        else:
+            optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(
+            cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=cfg.warmup_steps,
+            num_training_steps=cfg.max_steps * cfg.num_iterations,
+        )
+        return optimizer, scheduler
+
+    def _prepare_run_dir(self, resume_from: str | Path | None, overwrite: bool) -> Path | None:
+        """Refuse to mix two runs: a previous run is kept unless resumed or ``overwrite`` is set."""
+        resume = None
+        if resume_from is not None:
+            resume = latest_checkpoint(self.run_dir) if str(resume_from) == "latest" else Path(resume_from)
+            if resume is None:
+                raise FileNotFoundError(f"no complete checkpoint to resume in {self.run_dir / 'checkpoints'}")
+            return resume
+        previous = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+        if previous and not overwrite:
+            raise FileExistsError(
+                f"{self.run_dir} holds a previous run ({', '.join(previous)}); pass overwrite=True "
+                "(--overwrite) to replace it, or resume it"
+            )
+        for name in previous:
+            target = self.run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.save(self.run_dir / "config.json")
+        return None
+
+    def _resume(self, path: Path) -> None:
+        state, trainer_state = load_checkpoint(path, self.model)
+        self.optimizer.load_state_dict(trainer_state["optimizer"])
+        self.scheduler.load_state_dict(trainer_state["scheduler"])
+        set_rng_state(trainer_state["rng"])
+        self.step = int(state["step"])
+        for key, value in state["sampling"].items():
+            setattr(self.sampling, key, value)
+        for name, src in state.get("reward_sources", {}).items():
+            if (
+                name in self.rewards.names
+                and self.rewards.rewards[self.rewards.names.index(name)].source != src
+            ):
+                log.warning("reward %r differs from the one in force at %s; the new one is used", name, path)
+        # The log keeps the steps up to the checkpoint: later ones belong to the interrupted attempt.
+        from grpo_lite.callbacks import read_metrics
+
+        kept = [m for m in read_metrics(self.run_dir / "metrics.jsonl") if m["step"] <= self.step]
+        self.history = kept
+        with (self.run_dir / "metrics.jsonl").open("w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in kept)
+
+    def save_checkpoint(self) -> Path:
+        """Write ``RUN/checkpoints/step-N`` (atomic) for the current step."""
+        return save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            trainer_state={
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(),
+            },
+            state={
+                "sampling": self.sampling.to_dict(),
+                "rewards": [{"name": r.name, "weight": r.weight} for r in self.rewards.rewards],
+                "reward_sources": {r.name: r.source for r in self.rewards.rewards},
+                "config": self.cfg.to_dict(),
+            },
+            reward_sources={r.name: r.source for r in self.rewards.rewards},
+        )
+
+    def save_adapter(self, directory: str | Path) -> Path:
+        """The trained adapter in peft layout (adapter_config.json, adapter_model.safetensors) + tokenizer."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return directory
+
+    def _plot(self) -> None:
+        from grpo_lite.plotting import plot_rewards
+
+        if self.history:
+            plot_rewards(self.history, self.run_dir / "reward_curve.png")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on a GPU, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
