@@ -147,7 +147,7 @@ def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
     """
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
+            setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010 (not a declared attribute)
 
 
 def _has_tokenizer(folder: str | None) -> bool:
