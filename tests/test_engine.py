@@ -208,3 +208,13 @@ def test_non_finite_loss_skips_the_update(tiny_model_path, sum_rows, tmp_path):
     assert out["update_skipped"] == 1.0
     assert all(torch.equal(a, p) for a, p in zip(before, params, strict=True))
     assert tr.scheduler.last_epoch == 0  # the schedule did not advance either
+
+
+def test_num_iterations_reuses_rollouts_with_old_logps_fixed(tiny_model_path, sum_rows, tmp_path):
+    cfg = make_cfg(tiny_model_path, tmp_path / "r", num_iterations=3, learning_rate=5e-2)
+    tr = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
+    m = tr.train_step()
+    assert tr.scheduler.last_epoch == 3  # three optimizer steps on one batch of rollouts
+    # The last iteration's policy has moved away from the one that sampled: ratios are no longer 1.
+    assert abs(m["ratio_mean"] - 1.0) > 1e-4
+    assert m["step"] == 1

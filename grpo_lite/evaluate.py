@@ -1,0 +1,78 @@
+"""Held-out accuracy: batched greedy decoding scored by a reward function (1.0 = correct)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from grpo_lite.logprobs import adapters_disabled
+from grpo_lite.rollout import encode_prompts, is_chat, render_prompt
+
+
+@torch.no_grad()
+def greedy_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    max_prompt_tokens: int = 1024,
+) -> list[str]:
+    """Greedy completions (text, EOS left out) for prompts given as strings or chat messages."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            texts = [render_prompt(p, tokenizer) for p in chunk]
+            ids, mask = encode_prompts(
+                texts, tokenizer, max_prompt_tokens=max_prompt_tokens, chat=[is_chat(p) for p in chunk]
+            )
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+            )  # (b, P+T)
+            out += tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def accuracy(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    reward: Callable[..., Sequence[Any]],
+    *,
+    prompt_column: str = "prompt",
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+    base: bool = False,
+) -> float:
+    """Share of rows whose greedy completion gets reward 1.0. ``base=True`` disables the adapters."""
+    prompts = [row[prompt_column] for row in rows]
+    if base:
+        with adapters_disabled(model):
+            texts = greedy_completions(
+                model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+            )
+    else:
+        texts = greedy_completions(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+    completions: list[Any] = [
+        [{"role": "assistant", "content": t}] if is_chat(p) else t
+        for p, t in zip(prompts, texts, strict=True)
+    ]
+    columns = {k: [row[k] for row in rows] for k in rows[0] if k != prompt_column}
+    scores = reward(prompts=prompts, completions=completions, **columns)
+    return sum(1 for s in scores if s == 1.0) / len(rows)
