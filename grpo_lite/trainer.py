@@ -7,11 +7,8 @@ its listeners. Shapes: B prompts, G completions each, N = B*G, T completion toke
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import resource
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,20 +16,22 @@ from typing import Any
 
 import torch
 
-from grpo_lite.advantages import equal_reward_fraction, group_advantages
+from grpo_lite.advantages import group_advantages
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
-from grpo_lite.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from grpo_lite.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from grpo_lite.config import GRPOConfig
 from grpo_lite.data import PromptData, reward_columns
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.loss import grpo_loss, microbatch_weight
+from grpo_lite.metrics import step_metrics
 from grpo_lite.model import load_policy, trainable_parameters
+from grpo_lite.optim import make_optimizer
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
+from grpo_lite.rundir import prepare_run_dir, resolve_resume, truncate_metrics_log
 from grpo_lite.steering import Steering
 from rewards import Combined, NamedReward, combine
 
 log = logging.getLogger(__name__)
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png")
 
 
 class GRPOTrainer:
@@ -85,8 +84,10 @@ class GRPOTrainer:
             raise ValueError("pass the tokenizer together with the model")
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
-        self.optimizer, self.scheduler = self._make_optimizer()
-        resume = self._prepare_run_dir(resume_from, overwrite)
+        self.optimizer, self.scheduler = make_optimizer(trainable_parameters(model), cfg, self.device)
+        resume = resolve_resume(self.run_dir, resume_from)
+        if resume is None:
+            prepare_run_dir(self.run_dir, cfg, overwrite=overwrite)
         self.callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl"), *callbacks]
         if progress:
             self.callbacks.append(ProgressBar())
@@ -174,7 +175,11 @@ class GRPOTrainer:
             "train": t_end - t_ref,
         }
         self._keep_rollout(prompts, rollout, scores, rewards, adv)
-        return self._metrics(rollout, scores, rewards, adv, update, times, changes or {})
+        return step_metrics(
+            step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
+            update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
+            device=self.device, changes=changes or {},
+        )  # fmt: skip
 
     # ---- pieces of a step ------------------------------------------------------------------------
     def _score(self, prompts: list[Any], rows: list[dict[str, Any]], rollout: Rollout) -> Any:
@@ -321,46 +326,6 @@ class GRPOTrainer:
         for cb in self.callbacks:
             cb.on_step_end(self, metrics)
 
-    def _metrics(
-        self,
-        rollout: Rollout,
-        scores: Any,
-        rewards: torch.Tensor,
-        adv: torch.Tensor,
-        update: dict[str, float],
-        times: dict[str, float],
-        changes: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Everything measured in one step, in one flat dict (plus ``changes`` and reward errors)."""
-        lengths = rollout.lengths.float()
-        valid = rewards[~torch.isnan(rewards)]
-        generated = float(lengths.sum())
-        m: dict[str, Any] = {
-            "step": self.step,
-            "reward": valid.mean().item() if len(valid) else math.nan,
-            "reward_std": valid.std().item() if len(valid) > 1 else 0.0,
-            **scores.metrics(),
-            "advantage_mean": adv.mean().item(),
-            "advantage_std": adv.std().item(),
-            "advantage_abs_mean": adv.abs().mean().item(),
-            "equal_reward_groups": equal_reward_fraction(rewards, self.cfg.group_size),
-            **update,
-            "completion_len_mean": lengths.mean().item(),
-            "completion_len_max": lengths.max().item(),
-            "truncated_frac": rollout.truncated.float().mean().item(),
-            "tokens_per_sec": generated / max(times["generate"], 1e-9),
-            **{f"time/{k}": v for k, v in times.items()},
-            "time/step": sum(times.values()),
-            "peak_mem_mb": peak_memory_mb(self.device),
-            "lr": self.scheduler.get_last_lr()[0],
-            **self.sampling.to_dict(),
-        }
-        if changes:
-            m["changes"] = changes
-        if scores.errors:
-            m["reward_error_tracebacks"] = scores.errors
-        return m
-
     def _keep_rollout(
         self, prompts: list[Any], rollout: Rollout, scores: Any, rewards: torch.Tensor, adv: torch.Tensor
     ) -> None:
@@ -374,50 +339,6 @@ class GRPOTrainer:
         }
 
     # ---- optimizer, run directory, checkpoints -----------------------------------------------------
-    def _make_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        from transformers import get_scheduler
-
-        params = trainable_parameters(self.model)
-        if not params:
-            raise ValueError("the model has no trainable parameters (expected LoRA adapters)")
-        cfg = self.cfg
-        if self.device.type == "cuda":
-            import bitsandbytes as bnb
-
-            optimizer: torch.optim.Optimizer = bnb.optim.PagedAdamW8bit(
-                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-            )
-        else:
-            optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(
-            cfg.lr_scheduler,
-            optimizer,
-            num_warmup_steps=cfg.warmup_steps,
-            num_training_steps=cfg.max_steps * cfg.num_iterations,
-        )
-        return optimizer, scheduler
-
-    def _prepare_run_dir(self, resume_from: str | Path | None, overwrite: bool) -> Path | None:
-        """Refuse to mix two runs: a previous run is kept unless resumed or ``overwrite`` is set."""
-        resume = None
-        if resume_from is not None:
-            resume = latest_checkpoint(self.run_dir) if str(resume_from) == "latest" else Path(resume_from)
-            if resume is None:
-                raise FileNotFoundError(f"no complete checkpoint to resume in {self.run_dir / 'checkpoints'}")
-            return resume
-        previous = [name for name in RUN_FILES if (self.run_dir / name).exists()]
-        if previous and not overwrite:
-            raise FileExistsError(
-                f"{self.run_dir} holds a previous run ({', '.join(previous)}); pass overwrite=True "
-                "(--overwrite) to replace it, or resume it"
-            )
-        for name in previous:
-            target = self.run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.cfg.save(self.run_dir / "config.json")
-        return None
-
     def _resume(self, path: Path) -> None:
         state, trainer_state = load_checkpoint(path, self.model)
         self.optimizer.load_state_dict(trainer_state["optimizer"])
@@ -432,13 +353,7 @@ class GRPOTrainer:
                 and self.rewards.rewards[self.rewards.names.index(name)].source != src
             ):
                 log.warning("reward %r differs from the one in force at %s; the new one is used", name, path)
-        # The log keeps the steps up to the checkpoint: later ones belong to the interrupted attempt.
-        from grpo_lite.callbacks import read_metrics
-
-        kept = [m for m in read_metrics(self.run_dir / "metrics.jsonl") if m["step"] <= self.step]
-        self.history = kept
-        with (self.run_dir / "metrics.jsonl").open("w") as f:
-            f.writelines(json.dumps(m) + "\n" for m in kept)
+        self.history = truncate_metrics_log(self.run_dir, self.step)
 
     def save_checkpoint(self) -> Path:
         """Write ``RUN/checkpoints/step-N`` (atomic) for the current step."""
@@ -473,10 +388,3 @@ class GRPOTrainer:
 
         if self.history:
             plot_rewards(self.history, self.run_dir / "reward_curve.png")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA max allocated on a GPU, else the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
