@@ -1,10 +1,17 @@
 """Reward functions for GRPO with TRL's signature ``fn(prompts, completions, **columns) -> list[float | None]``.
 
-This package never imports grpo_lite: TRL users import it as it is.
+``completions`` are strings or lists of chat messages (the last assistant message is scored);
+dataset columns arrive as keyword lists aligned with the completions; ``None`` means "does not
+apply". This package never imports grpo_lite: TRL users import it as it is.
 """
 
+from rewards.accuracy import math_accuracy
+from rewards.bench import run_bench
+from rewards.code import code_unit_tests, extract_code
 from rewards.combine import Combined, NamedReward, RewardFunctionError, Scores, combine, source_of
 from rewards.exact import answer_tag_format, exact_answer
+from rewards.format import soft_format, strict_format, tag_count
+from rewards.length import overlong_penalty
 from rewards.text import completion_text
 
 __all__ = [
@@ -13,8 +20,16 @@ __all__ = [
     "RewardFunctionError",
     "Scores",
     "answer_tag_format",
+    "code_unit_tests",
     "combine",
     "completion_text",
     "exact_answer",
+    "extract_code",
+    "math_accuracy",
+    "overlong_penalty",
+    "run_bench",
+    "soft_format",
     "source_of",
+    "strict_format",
+    "tag_count",
 ]

@@ -1,0 +1,49 @@
+"""``code_unit_tests``: the share of a sample's asserts that the completion's code passes.
+
+The code is the last fenced python block of the completion; it runs with the asserts of the
+``tests`` column in the sandbox of :mod:`rewards.sandbox` (time, memory, process and output limits,
+a scrubbed environment, no network and an unprivileged uid where the system allows).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from rewards.sandbox import Limits, run_tests
+from rewards.text import completion_text
+
+FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def extract_code(text: str) -> str | None:
+    """The last fenced code block (```python, ```py or a bare ```), or None."""
+    blocks = FENCE.findall(text)
+    return blocks[-1] if blocks else None
+
+
+def _score(completion: Any, tests: Any, limits: Limits) -> float:
+    code = extract_code(completion_text(completion))
+    tests = [t for t in (tests or []) if isinstance(t, str) and t.strip()]
+    if code is None or not tests:
+        return 0.0
+    result = run_tests(code, tests, limits)
+    return result.passed / result.total
+
+
+def code_unit_tests(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    tests: Sequence[Sequence[str]],
+    *,
+    workers: int = 4,
+    limits: Limits | None = None,
+    **_: Any,
+) -> list[float]:
+    """Fraction of the asserts in ``tests`` that pass; no code block or no asserts -> 0.0.
+    Completions run in parallel, up to ``workers`` at a time."""
+    limits = limits or Limits()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda ct: _score(ct[0], ct[1], limits), zip(completions, tests, strict=True)))
