@@ -223,6 +223,21 @@ class GRPOConfig:
         return dataclasses.replace(self, **changes)
 
 
+def field_docs() -> dict[str, str]:
+    """Each field's docstring (the string literal under it), read from this module's source."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(GRPOConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        is_field = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        if is_field and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())  # type: ignore[union-attr]
+    return docs
+
+
 def _check(cfg: GRPOConfig, name: str, ok: bool, allowed: str) -> None:
     if not ok:
         raise ValueError(f"GRPOConfig.{name} must be {allowed}; got {getattr(cfg, name)!r}")

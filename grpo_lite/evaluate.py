@@ -76,3 +76,45 @@ def accuracy(
     columns = {k: [row[k] for row in rows] for k in rows[0] if k != prompt_column}
     scores = reward(prompts=prompts, completions=completions, **columns)
     return sum(1 for s in scores if s == 1.0) / len(rows)
+
+
+def evaluate_model(
+    model_name: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    adapter: str | None = None,
+    load_in_4bit: bool = True,
+    max_new_tokens: int = 512,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Greedy ``math_accuracy`` of a base model (plus an adapter) on prompt rows with an ``answer``
+    column. Greedy decoding and fixed batches make the number reproducible on the same machine."""
+    from grpo_lite.model import load_base_model, load_tokenizer
+    from rewards import math_accuracy
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_base_model(model_name, load_in_4bit=load_in_4bit, device=device)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    tokenizer = load_tokenizer(model_name)
+    prompts = [row["prompt"] for row in rows]
+    texts = greedy_completions(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    scores = math_accuracy(prompts, texts, answer=[row["answer"] for row in rows])
+    correct = int(sum(scores))
+    return {
+        "model": model_name,
+        "adapter": adapter,
+        "load_in_4bit": load_in_4bit,
+        "max_new_tokens": max_new_tokens,
+        "n": len(rows),
+        "correct": correct,
+        "accuracy": correct / len(rows) if rows else 0.0,
+        "completions": [
+            {"answer": r["answer"], "completion": t, "correct": s == 1.0}
+            for r, t, s in zip(rows, texts, scores, strict=True)
+        ],
+    }

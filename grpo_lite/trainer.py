@@ -74,6 +74,7 @@ class GRPOTrainer:
         self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
         self.steering = Steering()
         self.step = 0
+        self.interrupted_at: Path | None = None  # the checkpoint written when Ctrl-C stopped the run
         self._optimizer_steps_taken = 0
         self.history: list[dict[str, Any]] = []
         self.last_rollout: dict[str, Any] | None = None
@@ -115,7 +116,7 @@ class GRPOTrainer:
                 log.warning("step %d was interrupted after its update; its metrics are not logged", self.step)
             else:  # model and optimizer hold the last completed step; the RNG is rewound to it
                 set_rng_state(rng_at_step_start)
-            path = self.save_checkpoint()
+            path = self.interrupted_at = self.save_checkpoint()
             log.warning(
                 "interrupted at step %d; checkpoint in %s (resume with resume_from=%r)",
                 self.step,
