@@ -178,6 +178,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from grpo_lite.export import export, push_to_hub
+
+    source = Path(args.checkpoint)
+    out = export(source, args.output, merge=args.merge)
+    print(f"exported {'merged model' if args.merge else 'adapter'} to {out}")
+    if args.push:
+        run_name = source.parent.parent.name if source.parent.name == "checkpoints" else source.parent.name
+        push_to_hub(out, args.push, private=args.private, run_name=run_name)
+        print(f"pushed to https://huggingface.co/{args.push}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m grpo_lite", description="GRPO with 4-bit LoRA on one GPU."
@@ -225,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--output", help="write the result (with every completion) as JSON here")
     ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="write an adapter (or merged model) folder with a model card; push it")
+    ex.add_argument(
+        "--checkpoint", required=True, help="a training checkpoint (RUN/checkpoints/step-N) or adapter folder"
+    )
+    ex.add_argument("--output", required=True, help="the folder to write (must not exist)")
+    ex.add_argument(
+        "--merge", action="store_true", help="merge the LoRA into a 16-bit copy of the base model"
+    )
+    ex.add_argument(
+        "--push", metavar="REPO_ID", help="upload to this Hub repo (token: HF_TOKEN or `hf auth login`)"
+    )
+    ex.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 
@@ -233,6 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

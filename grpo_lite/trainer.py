@@ -7,6 +7,7 @@ its listeners. Shapes: B prompts, G completions each, N = B*G, T completion toke
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -378,10 +379,17 @@ class GRPOTrainer:
         )
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """The trained adapter in peft layout (adapter_config.json, adapter_model.safetensors) + tokenizer."""
+        """The adapter in peft layout (adapter_config.json, adapter_model.safetensors), the tokenizer,
+        ``grpo_lite.json`` (config, rewards with weights and source, final metrics) and a model card."""
+        from grpo_lite.export import model_card
+
         directory = Path(directory)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+        rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in self.rewards.rewards]
+        info = {"config": self.cfg.to_dict(), "rewards": rewards, "metrics": self.history[-1:]}
+        (directory / "grpo_lite.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        (directory / "README.md").write_text(model_card(info))
         return directory
 
     def _plot(self) -> None:

@@ -1,0 +1,257 @@
+"""Export: the adapter in peft layout with a model card, a merged 16-bit model, and the Hub upload.
+
+Every export is written to a temporary folder next to the destination and renamed at the end, so
+a failure never leaves a partial folder. The Hub token is read at push time (argument, ``HF_TOKEN``
+or the stored login) and handed to ``huggingface_hub`` only: it is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+MERGE_TOLERANCE = 1e-4  # max |logit difference| between the merged model and base + adapter, in fp32
+CARD_METRICS = ("step", "reward", "reward_std", "kl", "entropy", "completion_len_mean", "truncated_frac")
+
+
+@contextmanager
+def atomic_folder(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest``, renamed to ``dest`` only if the block succeeds."""
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists; choose another output folder or remove it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_info(source: Path) -> dict[str, Any]:
+    """Config, rewards and metrics of the run that produced ``source`` (a checkpoint or an adapter folder)."""
+    if not all((source / f).exists() for f in ADAPTER_FILES):
+        raise FileNotFoundError(
+            f"{source} is neither a grpo-lite checkpoint nor a saved adapter (needs {list(ADAPTER_FILES)})"
+        )
+    info: dict[str, Any] = {"config": {}, "rewards": [], "metrics": []}
+    for name in ("grpo_lite.json", "state.json"):  # written by save_adapter / save_checkpoint
+        if (source / name).exists():
+            data = json.loads((source / name).read_text())
+            info["config"] = data.get("config", {})
+            sources = data.get("reward_sources", {})
+            info["rewards"] = [
+                r | {"source": sources.get(r["name"], r.get("source", ""))} for r in data.get("rewards", [])
+            ]
+    for candidate in (source / "metrics.jsonl", source.parent / "metrics.jsonl"):
+        if candidate.exists():
+            info["metrics"] = [
+                json.loads(line) for line in candidate.read_text().splitlines() if line.strip()
+            ]
+            break
+    if not info["config"].get("model"):
+        adapter_cfg = json.loads((source / "adapter_config.json").read_text())
+        info["config"]["model"] = adapter_cfg.get("base_model_name_or_path", "")
+    return info
+
+
+def base_license(model: str) -> str | None:
+    """The base model's license from its local README front matter, or from the Hub when reachable."""
+    readme = Path(model) / "README.md"
+    if readme.exists():
+        match = re.search(r"^license:\s*(\S+)", readme.read_text(), re.MULTILINE)
+        return match.group(1) if match else None
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return None
+    try:
+        from huggingface_hub import model_info
+
+        card = model_info(model).card_data
+        return getattr(card, "license", None) if card else None
+    except Exception:  # no network or no such repo: the card simply leaves the license out
+        return None
+
+
+def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None = None) -> str:
+    """README.md with YAML front matter (base_model, library_name, tags, license) and a body that
+    explains the run: config, reward functions with their source, final metrics, how to load it."""
+    import yaml
+
+    config, base = info["config"], info["config"].get("model", "")
+    front: dict[str, Any] = {"base_model": base, "library_name": "transformers" if merged else "peft"}
+    front["tags"] = ["grpo", "grpo-lite", "lora"] + (["merged"] if merged else [])
+    license_ = base_license(base)
+    if license_:
+        front["license"] = license_
+    last = info["metrics"][-1] if info["metrics"] else {}
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {Path(base).name or 'model'} + GRPO LoRA",
+        "",
+    ]
+    lines += [
+        f"Trained with [grpo-lite](https://pypi.org/project/grpo-lite/) (GRPO, DeepSeekMath arXiv 2402.03300) from `{base}`.",
+        "",
+    ]
+    if curve:
+        lines += [f"![reward curve]({curve})", ""]
+    lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]
+    lines += [
+        f"| {k} | {last[k]:.4g} |" if isinstance(last.get(k), float) else f"| {k} | {last.get(k)} |"
+        for k in CARD_METRICS
+        if k in last
+    ]
+    lines += ["", "## Reward functions", ""]
+    for r in info["rewards"]:
+        lines += [
+            f"### `{r['name']}` (weight {r.get('weight', 1.0)})",
+            "",
+            "```python",
+            r.get("source", "").rstrip(),
+            "```",
+            "",
+        ]
+    lines += [
+        "## Training configuration",
+        "",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    lines += _usage(base, merged)
+    return "\n".join(lines) + "\n"
+
+
+def _usage(base: str, merged: bool) -> list[str]:
+    if merged:
+        return ["## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                'model = AutoModelForCausalLM.from_pretrained("THIS_REPO")', 'tokenizer = AutoTokenizer.from_pretrained("THIS_REPO")', "```"]  # fmt: skip
+    return [
+        "## Use", "", "With peft:", "", "```python", "from peft import AutoPeftModelForCausalLM",
+        'model = AutoPeftModelForCausalLM.from_pretrained("THIS_REPO")', "```", "",
+        "With transformers (peft installed):", "", "```python", "from transformers import AutoModelForCausalLM",
+        f'model = AutoModelForCausalLM.from_pretrained("{base}")', 'model.load_adapter("THIS_REPO")', "```", "",
+        "As a LoRA in vLLM:", "", "```python", "from vllm import LLM", "from vllm.lora.request import LoRARequest",
+        f'llm = LLM(model="{base}", enable_lora=True)',
+        'out = llm.generate(["..."], lora_request=LoRARequest("grpo", 1, "PATH_TO_THIS_FOLDER"))', "```",
+    ]  # fmt: skip
+
+
+def write_adapter_folder(dest: Path, source: Path, info: dict[str, Any]) -> None:
+    """Adapter files, tokenizer, reward curve and model card from ``source`` into ``dest`` (exists)."""
+    for path in source.iterdir():
+        keep = path.name.startswith("adapter_") or "token" in path.name
+        if path.is_file() and (keep or path.name in ("chat_template.jinja", "grpo_lite.json")):
+            shutil.copy2(path, dest / path.name)
+    curve = None
+    if info["metrics"]:
+        from grpo_lite.plotting import plot_rewards
+
+        plot_rewards(info["metrics"], dest / "reward_curve.png")
+        curve = "reward_curve.png"
+    (dest / "README.md").write_text(model_card(info, curve=curve))
+
+
+def export(
+    source: str | Path, output: str | Path, *, merge: bool = False, dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    """Write ``output`` from a checkpoint or adapter folder: the adapter + card, or a merged model."""
+    source, output = Path(source), Path(output)
+    info = run_info(source)
+    with atomic_folder(output) as tmp:
+        if merge:
+            merge_adapter(info["config"]["model"], source, tmp, dtype=dtype)
+            (tmp / "README.md").write_text(model_card(info, merged=True))
+        else:
+            write_adapter_folder(tmp, source, info)
+    return output
+
+
+def merge_adapter(base: str, adapter: Path, dest: Path, *, dtype: torch.dtype) -> float:
+    """Merge the LoRA into an unquantized copy of the base (not into 4-bit weights, which is lossy),
+    check the merged logits against base + adapter, save in safetensors as ``dtype``. Returns the
+    max logit difference found (raises if above MERGE_TOLERANCE)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from grpo_lite.model import load_tokenizer
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
+    )
+    model.eval()
+    probe = torch.arange(3, 35).remainder(model.config.vocab_size).unsqueeze(0)  # (1, 32) any tokens do
+    with torch.no_grad():
+        expected = model(input_ids=probe).logits
+        merged = model.merge_and_unload()
+        diff = (merged(input_ids=probe).logits - expected).abs().max().item()
+    if diff > MERGE_TOLERANCE:
+        raise ValueError(
+            f"merged model differs from base + adapter by {diff:.2e} (> {MERGE_TOLERANCE}); not saved"
+        )
+    merged.to(dtype).save_pretrained(dest, safe_serialization=True)
+    load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").exists() else base).save_pretrained(
+        dest
+    )
+    return diff
+
+
+def resolve_token(token: str | None) -> str:
+    """The token from the argument, ``HF_TOKEN``, or the stored ``hf auth login``; never logged."""
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if not token:
+        raise ValueError("no Hugging Face token: pass token=..., set HF_TOKEN, or run `hf auth login`")
+    return token
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    run_name: str | None = None,
+    api: Any = None,
+) -> str:
+    """Create ``repo_id`` if needed and upload ``folder`` in one commit; returns the commit message.
+
+    ``api`` defaults to ``huggingface_hub.HfApi``; tests pass a stand-in with the same two methods.
+    """
+    folder = Path(folder)
+    if not REPO_ID.fullmatch(repo_id):
+        raise ValueError(f"repo id must look like 'user/name' (letters, digits, . _ -); got {repo_id!r}")
+    if not (folder / "README.md").exists():
+        raise FileNotFoundError(f"{folder} has no README.md model card; export it first")
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=resolve_token(token))
+    message = f"grpo-lite: upload run {run_name or folder.name}"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=message)
+    except Exception as err:  # no network, refused token, Hub error: one clear message, no token in it
+        raise ConnectionError(
+            f"pushing to the Hugging Face Hub repo {repo_id} failed: {type(err).__name__}: {err}"
+        ) from err
+    return message
