@@ -179,8 +179,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from grpo_lite.export import export, push_to_hub
+    from grpo_lite.export import REPO_ID, export, push_to_hub, resolve_token
 
+    if args.push:  # fail before any work: a bad repo id or no token
+        if not REPO_ID.fullmatch(args.push):
+            raise ValueError(f"--push: repo id must look like 'user/name'; got {args.push!r}")
+        resolve_token(None)
     source = Path(args.checkpoint)
     out = export(source, args.output, merge=args.merge)
     print(f"exported {'merged model' if args.merge else 'adapter'} to {out}")

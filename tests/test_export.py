@@ -155,7 +155,7 @@ def test_bad_sources_and_destinations_leave_nothing(trained_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]  # no partial or temp folder left
 
 
-def test_export_command(trained_run, tmp_path, capsys):
+def test_export_command(trained_run, tmp_path, capsys, monkeypatch):
     _, run = trained_run
     assert (
         main(["export", "--checkpoint", str(run / "checkpoints" / "step-3"), "--output", str(tmp_path / "o")])
@@ -164,3 +164,13 @@ def test_export_command(trained_run, tmp_path, capsys):
     assert (tmp_path / "o" / "adapter_model.safetensors").exists()
     assert main(["export", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "p")]) == 2
     assert "neither a grpo-lite checkpoint" in capsys.readouterr().err
+    # --push without a token fails before writing anything
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    assert (
+        main(
+            ["export", "--checkpoint", str(run / "adapter"), "--output", str(tmp_path / "q"), "--push", "a/b"]
+        )
+        == 2
+    )
+    assert "no Hugging Face token" in capsys.readouterr().err and not (tmp_path / "q").exists()
