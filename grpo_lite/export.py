@@ -51,6 +51,7 @@ def run_info(source: Path) -> dict[str, Any]:
         if (source / name).exists():
             data = json.loads((source / name).read_text())
             info["config"] = data.get("config", {})
+            info["backend"] = data.get("backend")
             sources = data.get("reward_sources", {})
             info["rewards"] = [
                 r | {"source": sources.get(r["name"], r.get("source", ""))} for r in data.get("rewards", [])
@@ -104,10 +105,8 @@ def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None 
         f"# {Path(base).name or 'model'} + GRPO LoRA",
         "",
     ]
-    lines += [
-        f"Trained with [grpo-lite](https://pypi.org/project/grpo-lite/) (GRPO, DeepSeekMath arXiv 2402.03300) from `{base}`.",
-        "",
-    ]
+    lines += [f"A LoRA adapter trained with grpo-lite (GRPO, DeepSeekMath arXiv 2402.03300) on `{base}`."]
+    lines += [f"Model loaded with the {info['backend']} backend.", ""] if info.get("backend") else [""]
     if curve:
         lines += [f"![reward curve]({curve})", ""]
     lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]

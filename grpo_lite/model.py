@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from grpo_lite.backends import load_with_unsloth, resolve_backend
 from grpo_lite.config import GRPOConfig
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,6 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def resolve_backend(cfg: GRPOConfig) -> str:
-    """The backend that will load the model. "auto" means transformers until the Unsloth path lands."""
-    if cfg.backend == "unsloth":
-        raise NotImplementedError(
-            "GRPOConfig.backend='unsloth' is not available yet; use 'transformers' or 'auto'"
-        )
-    return "transformers"
 
 
 def _check_model_exists(name: str) -> None:
@@ -94,6 +86,8 @@ def load_base_model(name: str, *, load_in_4bit: bool, device: torch.device) -> A
 def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
     """Load ``cfg.model`` with LoRA adapters ready to train; returns ``(peft_model, tokenizer)``.
 
+    The backend (``backends.resolve_backend``) is transformers + peft, or Unsloth on a CUDA GPU.
+
     - 4-bit: bitsandbytes NF4 with double quantization; compute dtype from :func:`compute_dtype`.
       Works on the CPU too (bitsandbytes >= 0.45), which is the path the tests exercise.
     - LoRA through peft on ``cfg.lora_target_modules``; a starting adapter from ``cfg.adapter`` is
@@ -103,7 +97,8 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
     """
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    resolve_backend(cfg)
+    if resolve_backend(cfg.backend) == "unsloth":
+        return load_with_unsloth(cfg)
     model = load_base_model(cfg.model, load_in_4bit=cfg.load_in_4bit, device=pick_device(cfg))
     tokenizer = load_tokenizer(cfg.adapter if cfg.adapter and _has_tokenizer(cfg.adapter) else cfg.model)
     if model.generation_config.pad_token_id is None:

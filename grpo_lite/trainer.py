@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from grpo_lite.advantages import group_advantages
+from grpo_lite.backends import resolve_backend
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
 from grpo_lite.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from grpo_lite.config import GRPOConfig
@@ -80,6 +81,7 @@ class GRPOTrainer:
         self.history: list[dict[str, Any]] = []
         self.last_rollout: dict[str, Any] | None = None
         torch.manual_seed(cfg.seed)  # LoRA init
+        self.backend = resolve_backend(cfg.backend) if model is None else "preloaded"
         if model is None:
             model, tokenizer = load_policy(cfg)
         elif tokenizer is None:
@@ -177,7 +179,7 @@ class GRPOTrainer:
             "train": t_end - t_ref,
         }
         self._keep_rollout(prompts, rollout, scores, rewards, adv)
-        return step_metrics(
+        return {"backend": self.backend} | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
             device=self.device, changes=changes or {},
@@ -374,6 +376,7 @@ class GRPOTrainer:
                 "rewards": [{"name": r.name, "weight": r.weight} for r in self.rewards.rewards],
                 "reward_sources": {r.name: r.source for r in self.rewards.rewards},
                 "config": self.cfg.to_dict(),
+                "backend": self.backend,
             },
             reward_sources={r.name: r.source for r in self.rewards.rewards},
         )
@@ -387,7 +390,12 @@ class GRPOTrainer:
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in self.rewards.rewards]
-        info = {"config": self.cfg.to_dict(), "rewards": rewards, "metrics": self.history[-1:]}
+        info = {
+            "config": self.cfg.to_dict(),
+            "backend": self.backend,
+            "rewards": rewards,
+            "metrics": self.history[-1:],
+        }
         (directory / "grpo_lite.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
         (directory / "README.md").write_text(model_card(info))
         return directory
