@@ -178,7 +178,7 @@ class GRPOTrainer:
             "reference": t_ref - t_score,
             "train": t_end - t_ref,
         }
-        self._keep_rollout(prompts, rollout, scores, rewards, adv)
+        self._keep_rollout(scores, rewards, adv)
         return {"backend": self.backend} | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
@@ -195,7 +195,14 @@ class GRPOTrainer:
             else rollout.completions
         )
         columns = reward_columns(rows, prompt_column=self.cfg.prompt_column, group_size=G)
-        return self.rewards.score([p for p in prompts for _ in range(G)], completions, **columns)
+        # Kept for the notebook: the reward editor re-scores exactly what the rewards saw.
+        self.last_rollout = {
+            "prompts": [p for p in prompts for _ in range(G)],
+            "completions": completions,
+            "columns": columns,
+            "group_size": G,
+        }
+        return self.rewards.score(self.last_rollout["prompts"], completions, **columns)
 
     def _logps_no_grad(self, rollout: Rollout, *, reference: bool) -> torch.Tensor:
         """(N, T) log-probs without grad: of the base (adapters off) or of the current policy."""
@@ -330,13 +337,11 @@ class GRPOTrainer:
         for cb in self.callbacks:
             cb.on_step_end(self, metrics)
 
-    def _keep_rollout(
-        self, prompts: list[Any], rollout: Rollout, scores: Any, rewards: torch.Tensor, adv: torch.Tensor
-    ) -> None:
-        """The latest step's completions with their rewards (the notebook's completions panel)."""
-        self.last_rollout = {
-            "prompts": [p for p in prompts for _ in range(self.cfg.group_size)],
-            "completions": rollout.completions,
+    def _keep_rollout(self, scores: Any, rewards: torch.Tensor, adv: torch.Tensor) -> None:
+        """Add the scores to the latest step's completions (the notebook's completions panel)."""
+        assert self.last_rollout is not None
+        self.last_rollout |= {
+            "step": self.step,
             "per_function": scores.per_function,
             "reward": rewards.tolist(),
             "advantage": adv.tolist(),

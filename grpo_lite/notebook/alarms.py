@@ -1,0 +1,137 @@
+"""Alarms over the stream of step metrics: each rule looks at the history and may fire once per step.
+
+Pure functions over lists of metric dicts, so they are tested on synthetic streams.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+History = list[dict[str, Any]]
+WINDOW = 5  # steps compared against the steps before them
+
+
+@dataclass(frozen=True)
+class Alarm:
+    name: str
+    step: int
+    message: str
+    suggestion: str
+
+
+def _mean(history: History, key: str) -> float:
+    values = [m[key] for m in history if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
+    return statistics.fmean(values) if values else math.nan
+
+
+def _reward_keys(history: History, words: tuple[str, ...]) -> list[str]:
+    keys = {k for m in history for k in m if k.startswith("rewards/") and k.endswith("/mean")}
+    return sorted(k for k in keys if any(w in k.split("/")[1] for w in words))
+
+
+def format_without_accuracy(history: History) -> Alarm | None:
+    """Format reward rising while accuracy stays flat: the model learns the tags, not the task."""
+    if len(history) < 2 * WINDOW:
+        return None
+    fmt = _reward_keys(history, ("format", "tag"))
+    acc = _reward_keys(history, ("accuracy", "correct", "exact"))
+    before, now = history[-2 * WINDOW : -WINDOW], history[-WINDOW:]
+    for f in fmt:
+        rose = _mean(now, f) - _mean(before, f) > 0.1
+        flat = all(abs(_mean(now, a) - _mean(before, a)) < 0.02 for a in acc) if acc else False
+        if rose and flat:
+            return Alarm("format_gaming", history[-1]["step"],
+                         f"{f.split('/')[1]} is rising while accuracy stays flat",
+                         "gate format on correctness (require_correct=True) or lower the format weight")  # fmt: skip
+    return None
+
+
+def no_learning_signal(history: History) -> Alarm | None:
+    """Most groups have all-equal rewards: their advantages are 0 and nothing is learned."""
+    recent = history[-3:]
+    if len(recent) == 3 and all(m.get("equal_reward_groups", 0) > 0.75 for m in recent):
+        return Alarm("no_signal", history[-1]["step"],
+                     f"{100 * recent[-1]['equal_reward_groups']:.0f}% of groups gave all-equal rewards (no learning signal)",
+                     "raise the temperature, use easier prompts, or add a partial-credit reward")  # fmt: skip
+    return None
+
+
+def entropy_collapse(history: History) -> Alarm | None:
+    """Policy entropy fell to a small fraction of where it started: sampling has stopped exploring."""
+    if len(history) < WINDOW + 1:
+        return None
+    start, now = _mean(history[:3], "entropy"), history[-1].get("entropy")
+    if (
+        isinstance(now, float)
+        and math.isfinite(now)
+        and math.isfinite(start)
+        and start > 0
+        and now < 0.1 * start
+    ):
+        return Alarm("entropy_collapse", history[-1]["step"],
+                     f"entropy fell from {start:.3g} to {now:.3g}",
+                     "raise the temperature, lower the learning rate, or add a KL penalty (beta)")  # fmt: skip
+    return None
+
+
+def length_explosion(history: History) -> Alarm | None:
+    """Completions hit max_new_tokens more and more: rambling, or answers cut off before the end."""
+    m = history[-1]
+    if m.get("truncated_frac", 0) > 0.5:
+        return Alarm("truncation", m["step"],
+                     f"{100 * m['truncated_frac']:.0f}% of completions hit max_new_tokens",
+                     "raise max_new_tokens or add overlong_penalty")  # fmt: skip
+    if len(history) > WINDOW and _mean(history[-WINDOW:], "completion_len_mean") > 2.5 * _mean(
+        history[:3], "completion_len_mean"
+    ):
+        return Alarm("length_growth", m["step"], "mean completion length grew more than 2.5x since the start",
+                     "check what the reward pays for length; consider overlong_penalty")  # fmt: skip
+    return None
+
+
+def kl_runaway(history: History) -> Alarm | None:
+    """KL to the reference keeps climbing: the policy drifts far from the base model."""
+    m = history[-1]
+    kl = m.get("kl", 0.0) or 0.0
+    earlier = _mean(history[:-1], "kl") if len(history) > 1 else math.nan
+    if kl > 1.0 or (math.isfinite(earlier) and earlier > 0 and kl > 10 * earlier and kl > 0.1):
+        return Alarm(
+            "kl_runaway",
+            m["step"],
+            f"KL to the reference is {kl:.3g}",
+            "lower the learning rate or raise beta",
+        )
+    return None
+
+
+def reward_failing(history: History) -> Alarm | None:
+    """A reward function raised on the latest batch (it scored None and training went on)."""
+    m = history[-1]
+    errors = m.get("reward_error_tracebacks") or {}
+    if errors:
+        name, tb = next(iter(errors.items()))
+        last_line = tb.strip().splitlines()[-1] if tb.strip() else "error"
+        return Alarm("reward_error", m["step"], f"reward {name!r} failed: {last_line}",
+                     "fix it in the reward editor; until then it scores None")  # fmt: skip
+    return None
+
+
+RULES: list[Callable[[History], Alarm | None]] = [
+    format_without_accuracy,
+    no_learning_signal,
+    entropy_collapse,
+    length_explosion,
+    kl_runaway,
+    reward_failing,
+]
+
+
+def check_alarms(history: History) -> list[Alarm]:
+    """The alarms that fire on the latest step."""
+    if not history:
+        return []
+    return [alarm for rule in RULES if (alarm := rule(history)) is not None]

@@ -1,0 +1,243 @@
+"""The live dashboard: curves, completions, controls, reward editor, alarms, base vs trained.
+
+Training runs in the notebook's main thread; at every step boundary the dashboard processes the
+widget events that arrived meanwhile (jupyter-ui-poll), so slider moves and button clicks reach the
+trainer's steering between two steps. Curves are matplotlib PNGs pushed into a display handle:
+no third-party widget manager is needed, so they render in JupyterLab, Notebook and Colab alike.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as W
+
+from grpo_lite.callbacks import Callback
+from grpo_lite.notebook import panels
+from grpo_lite.notebook.alarms import Alarm, check_alarms
+from grpo_lite.notebook.editor import apply_reward, try_reward
+
+
+class Dashboard(Callback):
+    """``Dashboard(trainer, eval_rows=held_out, eval_reward=math_accuracy).train()``."""
+
+    def __init__(
+        self,
+        trainer: Any,
+        *,
+        eval_rows: Sequence[dict[str, Any]] | None = None,
+        eval_reward: Callable[..., Any] | None = None,
+        eval_every: int = 10,
+        compare_prompts: Sequence[Any] | None = None,
+        redraw_seconds: float = 0.3,
+    ) -> None:
+        self.trainer = trainer
+        self.eval_rows, self.eval_reward, self.eval_every = eval_rows, eval_reward, eval_every
+        self.compare_prompts = list(
+            compare_prompts or [r[trainer.cfg.prompt_column] for r in trainer.data.rows[:3]]
+        )
+        self.redraw_seconds = redraw_seconds
+        self.history: list[dict[str, Any]] = list(trainer.history)
+        self.eval_points: list[tuple[int, float]] = []
+        self.alarms: list[Alarm] = []
+        self._last_draw = 0.0
+        self._plot_handle: Any = None
+        self._poll: Any = None
+        self._poll_ctx: Any = None
+        self._build_widgets()
+        trainer.callbacks.append(self)
+
+    # ---- widgets ---------------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        s, style = self.trainer.sampling, {"description_width": "110px"}
+        self.temperature = W.FloatSlider(
+            value=s.temperature, min=0.05, max=2.0, step=0.05, description="temperature", style=style
+        )
+        self.top_p = W.FloatSlider(
+            value=s.top_p, min=0.05, max=1.0, step=0.05, description="top_p", style=style
+        )
+        self.max_new_tokens = W.IntText(value=s.max_new_tokens, description="max_new_tokens", style=style)
+        for widget, key in (
+            (self.temperature, "temperature"),
+            (self.top_p, "top_p"),
+            (self.max_new_tokens, "max_new_tokens"),
+        ):
+            widget.observe(self._sampling_changed(key), names="value")
+        self.pause_button = W.ToggleButton(description="pause", icon="pause")
+        self.pause_button.observe(self._pause_changed, names="value")
+        self.stop_button = W.Button(description="stop (checkpoint)", button_style="danger", icon="stop")
+        self.stop_button.on_click(lambda _: self.trainer.steering.stop())
+        self.status = W.HTML()
+        names = self.trainer.rewards.names
+        self.reward_picker = W.Dropdown(options=names, value=names[0], description="reward")
+        self.reward_picker.observe(lambda _: self._load_source(), names="value")
+        self.source = W.Textarea(layout=W.Layout(width="100%", height="180px"))
+        self.test_button, self.apply_button = (
+            W.Button(description="Test"),
+            W.Button(description="Apply", button_style="warning"),
+        )
+        self.test_button.on_click(lambda _: self.test_edit())
+        self.apply_button.on_click(lambda _: self.apply_edit())
+        self.editor_output = W.HTML()
+        self.alarm_panel, self.completions_panel, self.compare_panel = W.HTML(), W.HTML(), W.HTML()
+        self.compare_button = W.Button(description="compare base vs trained")
+        self.compare_button.on_click(lambda _: self.compare())
+        self._load_source()
+
+    def widget(self) -> W.Widget:
+        controls = W.VBox(
+            [
+                W.HBox([self.temperature, self.top_p, self.max_new_tokens]),
+                W.HBox([self.pause_button, self.stop_button, self.status]),
+            ]
+        )
+        editor = W.VBox(
+            [
+                self.reward_picker,
+                self.source,
+                W.HBox([self.test_button, self.apply_button]),
+                self.editor_output,
+            ]
+        )
+        tabs = W.Tab(
+            children=[
+                self.completions_panel,
+                editor,
+                self.alarm_panel,
+                W.VBox([self.compare_button, self.compare_panel]),
+            ]
+        )
+        for i, title in enumerate(["completions", "reward editor", "alarms", "base vs trained"]):
+            tabs.set_title(i, title)
+        return W.VBox([controls, tabs])
+
+    def show(self) -> None:
+        """Display the controls and a display handle for the curves."""
+        from IPython.display import HTML, display
+
+        display(self.widget())
+        self._plot_handle = display(HTML("<i>curves appear after the first step</i>"), display_id=True)
+
+    def train(self) -> list[dict[str, Any]]:
+        """Show the dashboard (once) and train; Ctrl-C / interrupting the kernel stops with a checkpoint."""
+        if self._plot_handle is None:
+            self.show()
+        return self.trainer.train()
+
+    # ---- steering from the widgets -----------------------------------------------------------------
+    def _sampling_changed(self, key: str) -> Callable[[dict[str, Any]], None]:
+        def handler(change: dict[str, Any]) -> None:
+            try:
+                self.trainer.steering.set_sampling(**{key: change["new"]})
+                self.status.value = f"{key} = {change['new']} from the next step"
+            except ValueError as err:
+                self.status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
+
+        return handler
+
+    def _pause_changed(self, change: dict[str, Any]) -> None:
+        steering = self.trainer.steering
+        steering.pause() if change["new"] else steering.resume()
+        self.pause_button.description = "resume" if change["new"] else "pause"
+
+    def _load_source(self) -> None:
+        reward = next(r for r in self.trainer.rewards.rewards if r.name == self.reward_picker.value)
+        self.source.value = reward.source
+
+    def test_edit(self) -> None:
+        """Run the edited source on the latest completions, next to the current function's scores."""
+        result = try_reward(self.source.value, self.reward_picker.value, self.trainer.last_rollout)
+        self.editor_output.value = panels.try_result_html(result)
+
+    def apply_edit(self) -> None:
+        """Swap the edited function in at the next step, unless it fails its test."""
+        result = apply_reward(self.trainer, self.reward_picker.value, self.source.value)
+        self.editor_output.value = panels.try_result_html(result)
+
+    # ---- callbacks from the trainer -----------------------------------------------------------------
+    def on_train_begin(self, trainer: Any) -> None:
+        self._poll_ctx = _ui_events()
+        self._poll = self._poll_ctx.__enter__() if self._poll_ctx is not None else None
+
+    def on_step_boundary(self, trainer: Any) -> None:
+        if self._poll is not None:
+            self._poll(50)  # process widget events that arrived during the last step
+
+    def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        self.history.append(metrics)
+        if self.eval_rows and self.eval_reward and metrics["step"] % self.eval_every == 0:
+            self.evaluate()
+        self.alarms += check_alarms(self.history)
+        self.alarm_panel.value = panels.alarms_html(self.alarms)
+        if trainer.last_rollout:
+            self.completions_panel.value = panels.completions_html(trainer.last_rollout)
+        self.status.value = f"step {metrics['step']}: reward {metrics['reward']:.3f}"
+        if time.monotonic() - self._last_draw >= self.redraw_seconds:
+            self.redraw()
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.redraw()
+        if self._poll_ctx is not None:
+            self._poll_ctx.__exit__(None, None, None)
+            self._poll_ctx = self._poll = None
+
+    # ---- panels ------------------------------------------------------------------------------------
+    def evaluate(self) -> float:
+        from grpo_lite.evaluate import accuracy
+
+        assert self.eval_rows is not None and self.eval_reward is not None
+        t = self.trainer
+        acc = accuracy(t.model, t.tokenizer, self.eval_rows, self.eval_reward,
+                       prompt_column=t.cfg.prompt_column, max_new_tokens=t.sampling.max_new_tokens)  # fmt: skip
+        self.eval_points.append((t.step, acc))
+        return acc
+
+    def figure_png(self) -> bytes:
+        fig = panels.curves_figure(self.history, self.eval_points)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return buffer.getvalue()
+
+    def redraw(self) -> None:
+        self._last_draw = time.monotonic()
+        if self._plot_handle is not None and self.history:
+            from IPython.display import Image
+
+            self._plot_handle.update(Image(data=self.figure_png()))
+
+    def compare(self) -> list[tuple[str, str, str]]:
+        """The same prompts answered greedily with adapters off (base) and on (trained)."""
+        from grpo_lite.evaluate import greedy_completions
+        from grpo_lite.logprobs import adapters_disabled
+
+        t, n = self.trainer, self.trainer.sampling.max_new_tokens
+        with adapters_disabled(t.model):
+            base = greedy_completions(t.model, t.tokenizer, self.compare_prompts, max_new_tokens=n)
+        trained = greedy_completions(t.model, t.tokenizer, self.compare_prompts, max_new_tokens=n)
+        rows = [
+            (panels.prompt_text(p), b, a) for p, b, a in zip(self.compare_prompts, base, trained, strict=True)
+        ]
+        self.compare_panel.value = panels.compare_html(rows)
+        return rows
+
+
+def _ui_events() -> Any:
+    """jupyter-ui-poll's event pump when running inside a kernel, else None (scripts, tests)."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or not hasattr(shell, "kernel"):
+            return None
+        from jupyter_ui_poll import ui_events
+
+        return ui_events()
+    except ImportError:  # jupyter-ui-poll missing: widgets act only between cells
+        return None

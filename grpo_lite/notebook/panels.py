@@ -1,0 +1,118 @@
+"""What the dashboard shows, as pure functions: HTML strings and a matplotlib figure."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from grpo_lite.notebook.alarms import Alarm
+
+TABLE = "<table style='border-collapse:collapse;font-size:12px'>{}</table>"
+CELL = "<td style='border:1px solid #ccc;padding:3px;vertical-align:top;white-space:pre-wrap;max-width:420px'>{}</td>"
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as text: itself, or the content of its last user message."""
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1] if users else prompt)
+    return str(prompt)
+
+
+def _completion_text(c: Any) -> str:
+    return str(c[-1].get("content", "")) if isinstance(c, list) and c else str(c)
+
+
+def _row(*cells: Any) -> str:
+    return "<tr>" + "".join(CELL.format(html.escape(str(c))) for c in cells) + "</tr>"
+
+
+def completions_html(latest: dict[str, Any], *, prompts: int = 3) -> str:
+    """For a few prompts of the latest step: the highest- and lowest-reward completion side by side,
+    with each reward function's score and the advantage."""
+    n = len(latest["completions"])
+    group = latest.get("group_size") or n
+    names = list(latest["per_function"])
+    head = "<tr><th>prompt</th><th>best completion</th><th>worst completion</th></tr>"
+    rows = []
+    for start in range(0, min(n, prompts * group), group):
+        idx = range(start, start + group)
+        score = [latest["reward"][i] if not math.isnan(latest["reward"][i]) else -math.inf for i in idx]
+        best, worst = start + score.index(max(score)), start + score.index(min(score))
+
+        def cell(i: int) -> str:
+            parts = ", ".join(f"{k}={latest['per_function'][k][i]}" for k in names)
+            return f"{_completion_text(latest['completions'][i])}\n— reward {latest['reward'][i]:.3g} ({parts}), advantage {latest['advantage'][i]:+.3g}"
+
+        rows.append(_row(prompt_text(latest["prompts"][start]), cell(best), cell(worst)))
+    return f"<b>step {latest.get('step', '?')}</b>" + TABLE.format(head + "".join(rows))
+
+
+def alarms_html(alarms: list[Alarm]) -> str:
+    if not alarms:
+        return "<span style='color:#080'>no alarms</span>"
+    items = [
+        f"<li><b>step {a.step}: {html.escape(a.message)}</b> — {html.escape(a.suggestion)}</li>"
+        for a in alarms[-20:]
+    ]
+    return "<ul>" + "".join(reversed(items)) + "</ul>"
+
+
+def try_result_html(result: Any) -> str:
+    color = "#080" if result.ok else "#b00"
+    out = f"<pre style='color:{color}'>{html.escape(result.message)}</pre>"
+    if result.new_scores:
+        head = "<tr><th>#</th><th>edited</th><th>current</th></tr>"
+        old = result.old_scores or [None] * len(result.new_scores)
+        out += TABLE.format(
+            head
+            + "".join(_row(i, n, o) for i, (n, o) in enumerate(zip(result.new_scores, old, strict=False)))
+        )
+    return out
+
+
+def compare_html(rows: list[tuple[str, str, str]]) -> str:
+    head = "<tr><th>prompt</th><th>base (adapters off)</th><th>trained</th></tr>"
+    return TABLE.format(head + "".join(_row(*r) for r in rows))
+
+
+def curves_figure(history: list[dict[str, Any]], eval_points: list[tuple[int, float]]) -> Any:
+    """Reward (total, per function, held-out accuracy), KL, length and truncation, entropy.
+    Steps where settings or reward code changed are marked with dotted lines."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in history]
+
+    def series(key: str) -> list[float]:
+        return [float(m[key]) if isinstance(m.get(key), (int, float)) else math.nan for m in history]
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    ax = axes[0]
+    ax.plot(steps, series("reward"), label="total", linewidth=2)
+    for key in sorted({k for m in history for k in m if k.startswith("rewards/") and k.endswith("/mean")}):
+        ax.plot(steps, series(key), label=key.split("/")[1], alpha=0.7)
+    if eval_points:
+        ax.plot(*zip(*eval_points, strict=True), "k^--", label="held-out accuracy")
+    ax.set_title("reward")
+    ax.legend(fontsize=7)
+    axes[1].plot(steps, series("kl"))
+    axes[1].set_title("KL to reference")
+    axes[2].plot(steps, series("completion_len_mean"), label="mean length")
+    twin = axes[2].twinx()
+    twin.plot(steps, series("truncated_frac"), color="tab:red", alpha=0.6)
+    twin.set_ylim(0, 1)
+    axes[2].set_title("length (tokens) / truncated (red)")
+    axes[3].plot(steps, series("entropy"))
+    axes[3].set_title("entropy")
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.set_xlabel("step")
+        for m in history:
+            if m.get("changes"):
+                a.axvline(m["step"], color="grey", linestyle=":", linewidth=1)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,178 @@
+"""The dashboard's logic without a browser: sliders, reward editor, stop/pause, alarms, panels."""
+
+import threading
+import time
+
+import pytest
+from conftest import digit_share
+from test_engine import make_cfg
+
+from grpo_lite.notebook import Dashboard, check_alarms, compile_reward
+from grpo_lite.notebook.editor import RewardSourceError
+from grpo_lite.trainer import GRPOTrainer
+
+
+@pytest.fixture
+def dash(tiny_model_path, sum_rows, tmp_path):
+    cfg = make_cfg(tiny_model_path, tmp_path / "run", max_steps=2, save_steps=0)
+    trainer = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
+    return Dashboard(
+        trainer,
+        eval_rows=sum_rows[:4],
+        eval_reward=lambda prompts, completions, answer, **k: [0.0] * len(completions),
+        eval_every=1,
+    )
+
+
+def test_slider_changes_next_steps_temperature(dash):
+    dash.trainer.train_step()
+    dash.temperature.value = 0.45  # as if the user moved the slider during step 1
+    dash.max_new_tokens.value = 3
+    history = dash.trainer.train()
+    assert history[-1]["temperature"] == 0.45 and history[-1]["max_new_tokens"] == 3
+    assert history[-1]["changes"] == {"temperature": 0.45, "max_new_tokens": 3}
+    dash.temperature.value = 0.0 + 0.05
+    dash.max_new_tokens.value = 0  # invalid: refused with a message, nothing queued
+    assert "max_new_tokens must be &gt; 0" in dash.status.value
+
+
+VALID = "def digit_share(prompts, completions, **kw):\n    return [0.25 for _ in completions]\n"
+
+
+def test_test_and_apply_valid_code_swaps_at_next_step(dash):
+    dash.trainer.train_step()
+    dash.source.value = VALID
+    dash.test_button.click()
+    assert "scored 32 completions" in dash.editor_output.value and "0.25" in dash.editor_output.value
+    dash.apply_button.click()
+    assert "will be replaced at the next step" in dash.editor_output.value
+    m = dash.trainer.train()[-1]
+    assert m["rewards/digit_share/mean"] == 0.25 and "reward:digit_share" in m["changes"]
+    assert m["changes"]["reward:digit_share"] == VALID  # the applied source is in the metrics log
+    ckpt = dash.trainer.run_dir / "checkpoints" / "step-2" / "rewards" / "digit_share.py"
+    assert ckpt.read_text() == VALID  # ... and in the checkpoint
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def digit_share(prompts, completions, **kw)\n    return []", "syntax error on line 1"),
+        (
+            "def digit_share(completions):\n    return []",
+            "must have the signature (prompts, completions, **kwargs)",
+        ),
+        ("def digit_share(prompts, completions, **kw):\n    return 1 / 0", "ZeroDivisionError"),
+        (
+            "def digit_share(prompts, completions, **kw):\n    return [1.0]",
+            "returned 1 values for 32 completions",
+        ),
+        ("x = 1", "define one function"),
+    ],
+)
+def test_invalid_code_is_refused_and_training_continues(dash, source, message):
+    dash.trainer.train_step()
+    dash.source.value = source
+    dash.apply_button.click()
+    assert message in dash.editor_output.value
+    m = dash.trainer.train()[-1]
+    assert "changes" not in m and m["rewards/digit_share/mean"] > 0  # still the original function
+
+
+def test_stop_button_writes_a_checkpoint(tiny_model_path, sum_rows, tmp_path):
+    trainer = GRPOTrainer(
+        make_cfg(tiny_model_path, tmp_path / "r", max_steps=50), sum_rows, [digit_share], progress=False
+    )
+    dash = Dashboard(trainer)
+
+    class ClickStopAtStep2:
+        def on_train_begin(self, t): ...
+        def on_step_boundary(self, t): ...
+        def on_train_end(self, t): ...
+        def on_step_end(self, t, m):
+            if m["step"] == 2:
+                dash.stop_button.click()
+
+    trainer.callbacks.append(ClickStopAtStep2())
+    assert len(dash.train()) == 2
+    assert (tmp_path / "r" / "checkpoints" / "step-2" / "adapter_model.safetensors").exists()
+
+
+def test_pause_waits_until_resumed(dash):
+    dash.pause_button.value = True
+    assert dash.pause_button.description == "resume"
+    timer = threading.Timer(0.6, lambda: setattr(dash.pause_button, "value", False))
+    start = time.monotonic()
+    timer.start()
+    dash.trainer.train()
+    assert time.monotonic() - start >= 0.6 and dash.trainer.step == 2
+
+
+def test_panels_curves_eval_and_compare(dash):
+    dash.trainer.train()
+    assert dash.figure_png().startswith(b"\x89PNG")
+    assert [s for s, _ in dash.eval_points] == [1, 2]  # held-out accuracy every eval_every steps
+    html = dash.completions_panel.value
+    assert "best completion" in html and "advantage" in html and "step 2" in html
+    rows = dash.compare()
+    assert len(rows) == 3 and all(len(r) == 3 for r in rows)
+    assert "base (adapters off)" in dash.compare_panel.value
+
+
+def test_compile_reward_keeps_source():
+    fn = compile_reward(VALID, "digit_share")
+    assert fn(prompts=["p"], completions=["a", "b"]) == [0.25, 0.25] and fn.__grpo_source__ == VALID
+    with pytest.raises(RewardSourceError, match="raised while defining"):
+        compile_reward("raise ValueError('x')\ndef f(prompts, completions, **kw): return []")
+
+
+def healthy(n=20):
+    return [
+        {"step": i + 1, "reward": 0.3 + 0.02 * i, "rewards/math_accuracy/mean": 0.2 + 0.02 * i, "rewards/strict_format/mean": 0.5,
+         "equal_reward_groups": 0.2, "entropy": 1.0 - 0.01 * i, "truncated_frac": 0.05, "completion_len_mean": 100 + i,
+         "kl": 0.01 + 0.001 * i, "reward_errors": 0.0}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def with_changes(history, start, **values):
+    for m in history[start:]:
+        m.update(values)
+    return history
+
+
+@pytest.mark.parametrize(
+    ("stream", "alarm"),
+    [
+        (
+            lambda h: [
+                m
+                | {
+                    "rewards/math_accuracy/mean": 0.3,
+                    "rewards/strict_format/mean": 0.1 + (0.8 if m["step"] > 15 else 0),
+                }
+                for m in h
+            ],
+            "format_gaming",
+        ),
+        (lambda h: with_changes(h, 15, equal_reward_groups=0.9), "no_signal"),
+        (lambda h: with_changes(h, 15, entropy=0.02), "entropy_collapse"),
+        (lambda h: with_changes(h, 19, truncated_frac=0.8), "truncation"),
+        (lambda h: with_changes(h, 15, completion_len_mean=400), "length_growth"),
+        (lambda h: with_changes(h, 19, kl=2.5), "kl_runaway"),
+        (
+            lambda h: with_changes(
+                h, 19, reward_errors=1.0, reward_error_tracebacks={"mine": "Traceback...\nKeyError: 'answer'"}
+            ),
+            "reward_error",
+        ),
+    ],
+)
+def test_alarms_fire_on_synthetic_streams(stream, alarm):
+    fired = check_alarms(stream(healthy()))
+    assert alarm in {a.name for a in fired}
+    assert all(a.message and a.suggestion for a in fired)
+
+
+def test_healthy_stream_is_quiet():
+    h = healthy()
+    assert all(check_alarms(h[: i + 1]) == [] for i in range(len(h)))
