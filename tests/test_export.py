@@ -174,3 +174,12 @@ def test_export_command(trained_run, tmp_path, capsys, monkeypatch):
         == 2
     )
     assert "no Hugging Face token" in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+def test_real_hub_client_offline_is_a_clear_error(trained_run):
+    # The default client is huggingface_hub.HfApi; offline (as in CI) its first call fails, and the
+    # error names the repo, not the token.
+    _, run = trained_run
+    with pytest.raises(ConnectionError, match="someone/x failed") as err:
+        push_to_hub(run / "adapter", "someone/x", token=FAKE_TOKEN)
+    assert FAKE_TOKEN not in str(err.value)
