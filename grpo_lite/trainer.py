@@ -213,14 +213,7 @@ class GRPOTrainer:
             for idx in self._micro_batches(torch.arange(rollout.completion_ids.shape[0])):
                 ids, attn, mask, T = self._inputs(rollout, idx)
                 with adapters_disabled(self.model) if reference else torch.no_grad():
-                    logps, _ = completion_logprobs(
-                        self.model,
-                        ids,
-                        attn,
-                        mask,
-                        temperature=self.sampling.temperature,
-                        chunk_tokens=self.cfg.logprob_chunk_tokens,
-                    )
+                    logps, _ = self._completion_logprobs(ids, attn, mask)
                 out[idx, :T] = logps.float().cpu()
         finally:
             self.model.train(was_training)
@@ -242,20 +235,13 @@ class GRPOTrainer:
         # With beta = 0 a zero-advantage completion contributes exactly zero gradient: skip its passes.
         keep = torch.arange(N) if cfg.beta > 0 else torch.nonzero(adv != 0).flatten()
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=False)  # zero grads, not None: AdamW then steps every param
         sums: dict[str, float] = {}
         total_tokens = int(mask_all.sum())
         loss_total, entropy_sum, entropy_tokens = 0.0, 0.0, 0.0
         for idx in self._micro_batches(keep):
             ids, attn, mask, T = self._inputs(rollout, idx)
-            logps, entropy = completion_logprobs(
-                self.model,
-                ids,
-                attn,
-                mask,
-                temperature=self.sampling.temperature,
-                chunk_tokens=cfg.logprob_chunk_tokens,
-                with_entropy=with_entropy,
+            logps, entropy = self._completion_logprobs(
+                ids, attn, mask, with_entropy=with_entropy
             )  # (n, T) each
             old = old_logps[idx, :T].to(self.device) if old_logps is not None else logps.detach()
             ref = ref_logps[idx, :T].to(self.device) if ref_logps is not None else None
@@ -273,6 +259,9 @@ class GRPOTrainer:
             if entropy is not None:
                 entropy_sum += float((entropy * mask).sum())
                 entropy_tokens += tokens
+        if not len(keep):  # every gradient is exactly 0: step with zeros, as the full computation would
+            for p in trainable_parameters(self.model):
+                p.grad = torch.zeros_like(p)
         kept_tokens = max(sum(float(mask_all[i].sum()) for i in keep.tolist()), 1.0)
         metrics = {k: v / kept_tokens for k, v in sums.items()}
         metrics |= {"loss": loss_total, "skipped_compute_frac": 1 - len(keep) / N}
@@ -298,6 +287,15 @@ class GRPOTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"grad_norm": grad_norm, "update_skipped": 0.0}
+
+    def _completion_logprobs(
+        self, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-token log-probs at the sampling temperature in force (see logprobs.completion_logprobs)."""
+        return completion_logprobs(
+            self.model, ids, attn, mask, temperature=self.sampling.temperature,
+            chunk_tokens=self.cfg.logprob_chunk_tokens, with_entropy=with_entropy,
+        )  # fmt: skip
 
     def _micro_batches(self, indices: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(indices, self.cfg.micro_batch_size)) if len(indices) else []

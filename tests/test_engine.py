@@ -218,3 +218,24 @@ def test_num_iterations_reuses_rollouts_with_old_logps_fixed(tiny_model_path, su
     # The last iteration's policy has moved away from the one that sampled: ratios are no longer 1.
     assert abs(m["ratio_mean"] - 1.0) > 1e-4
     assert m["step"] == 1
+
+
+def test_step_with_no_signal_still_steps_the_optimizer(tiny_model_path, sum_rows, tmp_path):
+    # All-equal rewards: every advantage is 0 and every pass is skipped, yet AdamW must take its step
+    # (with zero gradients, momentum still moves the weights), exactly as the full computation would.
+    calls = []
+
+    def first_varied_then_constant(prompts, completions, **kw):
+        calls.append(1)
+        return digit_share(prompts, completions) if len(calls) == 1 else [1.0] * len(completions)
+
+    tr = GRPOTrainer(
+        make_cfg(tiny_model_path, tmp_path / "r"), sum_rows, [first_varied_then_constant], progress=False
+    )
+    tr.train_step()
+    before = [p.detach().clone() for p in tr.model.parameters() if p.requires_grad]
+    m = tr.train_step()
+    assert m["skipped_compute_frac"] == 1.0 and math.isnan(m["entropy"])
+    after = [p for p in tr.model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(s["step"] == 2 for s in tr.optimizer.state.values())
