@@ -101,10 +101,13 @@ class GRPOTrainer:
     # ---- the loop --------------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
         """Run until ``cfg.max_steps`` or a stop request; Ctrl-C stops cleanly with a checkpoint."""
+        self.steering.stop_requested = False  # a stopped run can be continued by calling train() again
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        step_at_start, rng_at_step_start = self.step, rng_state()
         try:
             while self.step < self.cfg.max_steps and not self.steering.stop_requested:
+                step_at_start = self.step
                 rng_at_step_start = rng_state()  # rewound to on Ctrl-C: the next step replays exactly
                 changes = self._step_boundary()
                 if self.steering.stop_requested:
@@ -114,10 +117,10 @@ class GRPOTrainer:
                 if self.cfg.save_steps and self.step % self.cfg.save_steps == 0:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            if self._optimizer_steps_taken:  # the update landed before the interrupt: the step is done
+            if self.step == step_at_start and self._optimizer_steps_taken:  # the update landed: step done
                 self.step += 1
                 log.warning("step %d was interrupted after its update; its metrics are not logged", self.step)
-            else:  # model and optimizer hold the last completed step; the RNG is rewound to it
+            elif self.step == step_at_start:  # model and optimizer hold the last completed step
                 set_rng_state(rng_at_step_start)
             path = self.interrupted_at = self.save_checkpoint()
             log.warning(
