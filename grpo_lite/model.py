@@ -6,8 +6,11 @@ no second copy of the weights is ever loaded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +108,12 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
     if cfg.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        with _quiet_renamed_api():
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=cfg.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -127,8 +131,18 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
             target_modules=target if isinstance(target, str) else list(target),
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, lora)
+        with _quiet_renamed_api():
+            model = get_peft_model(model, lora)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_renamed_api() -> Iterator[None]:
+    """peft still calls transformers' gradient-checkpointing methods under their old names, which
+    warn at every load; the warning is theirs to fix and tells a user nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
+        yield
 
 
 def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:

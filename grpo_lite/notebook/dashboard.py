@@ -1,8 +1,9 @@
 """The live dashboard: curves, completions, controls, reward editor, alarms, base vs trained.
 
-Training runs in the notebook's main thread; at every step boundary the dashboard processes the
-widget events that arrived meanwhile (jupyter-ui-poll), so slider moves and button clicks reach the
-trainer's steering between two steps. Curves are matplotlib PNGs pushed into a display handle:
+Widget events reach the trainer's steering between two steps: on kernels that can pump events from
+a running cell (ipykernel < 7, Colab) training runs in the cell and jupyter-ui-poll processes the
+events at every step boundary; on ipykernel >= 7 training runs in a background thread while the
+kernel dispatches the events (see :meth:`Dashboard.train`). Curves are matplotlib PNGs pushed into a display handle:
 no third-party widget manager is needed, so they render in JupyterLab, Notebook and Colab alike.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,6 +50,7 @@ class Dashboard(Callback):
         self._plot_handle: Any = None
         self._poll: Any = None
         self._poll_ctx: Any = None
+        self._thread: threading.Thread | None = None
         self._build_widgets()
         trainer.callbacks.append(self)
 
@@ -123,10 +126,37 @@ class Dashboard(Callback):
         self._plot_handle = display(HTML("<i>curves appear after the first step</i>"), display_id=True)
 
     def train(self) -> list[dict[str, Any]]:
-        """Show the dashboard (once) and train; Ctrl-C / interrupting the kernel stops with a checkpoint."""
+        """Show the dashboard (once) and train.
+
+        Where the kernel can pump widget events from inside a running cell (ipykernel < 7, as on
+        Colab), training runs in this cell and interrupting the kernel stops it with a checkpoint.
+        Where it cannot (ipykernel >= 7, which dispatches widget messages only between cells), it
+        runs in a background thread and this returns at once: the widgets stay live, and
+        ``await dashboard.finished()`` waits for the end (interrupting the kernel there stops it cleanly).
+        """
         if self._plot_handle is None:
             self.show()
+        if _in_kernel() and not _can_pump_events():
+            self._thread = threading.Thread(target=self.trainer.train, name="grpo-lite-train", daemon=True)
+            self._thread.start()
+            print(
+                "training in the background; the dashboard stays live. `await dashboard.finished()` waits for the end."
+            )
+            return self.trainer.history
         return self.trainer.train()
+
+    async def finished(self) -> list[dict[str, Any]]:
+        """``await dashboard.finished()``: wait for a background run to end while the kernel keeps
+        dispatching widget events (an awaiting cell does not block them, a blocking one would).
+        Interrupting the kernel here asks the run to stop; it writes a checkpoint."""
+        import asyncio
+
+        while self._thread is not None and self._thread.is_alive():
+            try:
+                await asyncio.sleep(0.2)
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                self.trainer.steering.stop()
+        return self.trainer.history
 
     # ---- steering from the widgets -----------------------------------------------------------------
     def _sampling_changed(self, key: str) -> Callable[[dict[str, Any]], None]:
@@ -160,6 +190,8 @@ class Dashboard(Callback):
 
     # ---- callbacks from the trainer -----------------------------------------------------------------
     def on_train_begin(self, trainer: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # a background run: the kernel dispatches widget events itself
         self._poll_ctx = _ui_events()
         self._poll = self._poll_ctx.__enter__() if self._poll_ctx is not None else None
 
@@ -228,16 +260,30 @@ class Dashboard(Callback):
         return rows
 
 
-def _ui_events() -> Any:
-    """jupyter-ui-poll's event pump when running inside a kernel, else None (scripts, tests)."""
+def _kernel() -> Any:
     try:
         from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return getattr(shell, "kernel", None) if shell is not None else None
 
-        shell = get_ipython()
-        if shell is None or not hasattr(shell, "kernel"):
-            return None
+
+def _in_kernel() -> bool:
+    return _kernel() is not None
+
+
+def _can_pump_events() -> bool:
+    """jupyter-ui-poll works where the kernel can run one message-loop iteration (ipykernel < 7)."""
+    return hasattr(_kernel(), "do_one_iteration")
+
+
+def _ui_events() -> Any:
+    """jupyter-ui-poll's event pump where it works, else None (scripts, tests, ipykernel >= 7)."""
+    if not (_in_kernel() and _can_pump_events()):
+        return None
+    try:
         from jupyter_ui_poll import ui_events
-
-        return ui_events()
     except ImportError:  # jupyter-ui-poll missing: widgets act only between cells
         return None
+    return ui_events()
