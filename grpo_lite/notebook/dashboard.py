@@ -3,8 +3,9 @@
 Widget events reach the trainer's steering between two steps: on kernels that can pump events from
 a running cell (ipykernel < 7, Colab) training runs in the cell and jupyter-ui-poll processes the
 events at every step boundary; on ipykernel >= 7 training runs in a background thread while the
-kernel dispatches the events (see :meth:`Dashboard.train`). Curves are matplotlib PNGs pushed into a display handle:
-no third-party widget manager is needed, so they render in JupyterLab, Notebook and Colab alike.
+kernel dispatches the events (see :meth:`Dashboard.train`). Curves are matplotlib PNGs pushed into
+a display handle: no third-party widget manager is needed, so they render in JupyterLab, Notebook
+and Colab alike.
 """
 
 from __future__ import annotations
