@@ -80,6 +80,7 @@ class GRPOTrainer:
         self._optimizer_steps_taken = 0
         self.history: list[dict[str, Any]] = []
         self.last_rollout: dict[str, Any] | None = None
+        self._scored_inputs: dict[str, Any] = {}
         torch.manual_seed(cfg.seed)  # LoRA init
         self.backend = resolve_backend(cfg.backend) if model is None else "preloaded"
         if model is None:
@@ -198,14 +199,15 @@ class GRPOTrainer:
             else rollout.completions
         )
         columns = reward_columns(rows, prompt_column=self.cfg.prompt_column, group_size=G)
-        # Kept for the notebook: the reward editor re-scores exactly what the rewards saw.
-        self.last_rollout = {
+        # Kept for the notebook (the reward editor re-scores exactly what the rewards saw); published
+        # as last_rollout only once scored, since the notebook may read it from another thread.
+        self._scored_inputs = {
             "prompts": [p for p in prompts for _ in range(G)],
             "completions": completions,
             "columns": columns,
             "group_size": G,
         }
-        return self.rewards.score(self.last_rollout["prompts"], completions, **columns)
+        return self.rewards.score(self._scored_inputs["prompts"], completions, **columns)
 
     def _logps_no_grad(self, rollout: Rollout, *, reference: bool) -> torch.Tensor:
         """(N, T) log-probs without grad: of the base (adapters off) or of the current policy."""
@@ -339,9 +341,8 @@ class GRPOTrainer:
             cb.on_step_end(self, metrics)
 
     def _keep_rollout(self, scores: Any, rewards: torch.Tensor, adv: torch.Tensor) -> None:
-        """Add the scores to the latest step's completions (the notebook's completions panel)."""
-        assert self.last_rollout is not None
-        self.last_rollout |= {
+        """The latest step's completions with their scores (the notebook's completions panel)."""
+        self.last_rollout = self._scored_inputs | {
             "step": self.step,
             "per_function": scores.per_function,
             "reward": rewards.tolist(),
