@@ -1,4 +1,4 @@
-"""The command line: ``python -m grpo_lite {demo,train,eval}``. Each command is a thin call into the package."""
+"""The command line: ``python -m grpo_lite {demo,train,eval,export,scale-out}``. Each command is a thin call into the package."""
 
 from __future__ import annotations
 
@@ -195,6 +195,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scale_out(args: argparse.Namespace) -> int:
+    from grpo_lite.scale_out import scale_out
+
+    cfg = GRPOConfig.load(args.config)
+    funcs, weights = parse_rewards(args.reward or DEFAULT_REWARDS)
+    out = scale_out(
+        cfg, args.output, dataset=args.dataset, rewards=funcs, reward_weights=weights,
+        num_gpus=args.num_gpus, deepspeed=args.deepspeed, vllm=args.vllm,
+    )  # fmt: skip
+    print(f"wrote {out}: see {out / 'README.md'} for the accelerate launch command")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m grpo_lite", description="GRPO with 4-bit LoRA on one GPU."
@@ -256,6 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--private", action="store_true", help="create the Hub repo as private")
     ex.set_defaults(func=cmd_export)
+
+    so = sub.add_parser("scale-out", help="write a TRL + accelerate folder that runs this config on N GPUs")
+    so.add_argument(
+        "--config", required=True, help="the run's GRPOConfig (JSON or YAML, e.g. RUN/config.json)"
+    )
+    so.add_argument("--output", required=True, help="the folder to write (must not exist)")
+    so.add_argument("--dataset", default="gsm8k", help="'gsm8k' or a local file (default: %(default)s)")
+    so.add_argument(
+        "--reward", action="append", metavar="NAME[=WEIGHT]", help="as for train (default: the same)"
+    )
+    so.add_argument(
+        "--num-gpus", type=int, default=1, help="processes / GPUs on the machine (default: %(default)s)"
+    )
+    so.add_argument("--deepspeed", choices=["zero2", "zero3"], help="DeepSpeed ZeRO stage")
+    so.add_argument(
+        "--vllm",
+        choices=["server", "colocate"],
+        help="generate with vLLM (a server on its own GPU, or colocated)",
+    )
+    so.set_defaults(func=cmd_scale_out)
     return parser
 
 

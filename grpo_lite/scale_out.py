@@ -1,0 +1,269 @@
+"""Hand a run over to TRL's GRPOTrainer + accelerate: same rewards, data, LoRA and GRPO settings.
+
+``scale_out(cfg, output, ...)`` writes a folder with ``train_trl.py`` (builds TRL's GRPOConfig and
+GRPOTrainer from ours and imports the reward functions unchanged), ``trl_args.json`` (the mapped
+settings), an accelerate config (plus a DeepSpeed JSON when asked) and a README with the launch
+command and every setting that TRL cannot express. We do not build a distributed trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from grpo_lite.config import GRPOConfig
+from grpo_lite.export import atomic_folder
+
+TRL_TESTED = ">=1.16,<2"  # the TRL versions this mapping was checked against
+DEEPSPEED_STAGES = {"zero2": 2, "zero3": 3}
+VLLM_MODES = ("server", "colocate")
+
+# Our field -> TRL GRPOConfig field (value unchanged).
+SAME_VALUE = {
+    "group_size": "num_generations",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "max_new_tokens": "max_completion_length",
+    "beta": "beta",
+    "eps_low": "epsilon",
+    "eps_high": "epsilon_high",
+    "loss_type": "loss_type",
+    "advantage_scale": "scale_rewards",
+    "importance_sampling": "importance_sampling_level",
+    "num_iterations": "num_iterations",
+    "learning_rate": "learning_rate",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "lr_scheduler": "lr_scheduler_type",
+    "warmup_steps": "warmup_steps",
+    "max_steps": "max_steps",
+    "seed": "seed",
+    "save_steps": "save_steps",
+    "gradient_checkpointing": "gradient_checkpointing",
+}
+# Our fields with no TRL equivalent, and what happens to them.
+NO_EQUIVALENT = {
+    "advantage_baseline": "TRL always subtracts the group mean; 'leave_one_out' (RLOO) is not available",
+    "max_prompt_tokens": "dropped: TRL 1.x does not truncate prompts; keep prompts short in the data",
+    "stop_strings": "dropped: TRL stops at EOS only",
+    "logprob_chunk_tokens": "dropped: TRL computes log-probs its own way",
+    "backend": "dropped: TRL loads with transformers (Unsloth has its own TRL patches)",
+    "device": "dropped: accelerate places the model",
+    "adapter": "dropped: TRL starts a fresh LoRA on the base model",
+    "prompts_per_step": "mapped through the batch sizes: prompts_per_step x group_size completions per step",
+}
+
+
+def trl_args(
+    cfg: GRPOConfig, *, num_gpus: int = 1, trl_fields: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """TRL GRPOConfig keyword arguments for ``cfg``. Raises if the installed TRL lacks a field we map
+    to (TRL renames fields between versions: that must fail loudly, not silently)."""
+    total = cfg.prompts_per_step * cfg.group_size  # completions per optimizer step
+    per_step = cfg.micro_batch_size * num_gpus
+    if total % per_step:
+        raise ValueError(
+            f"prompts_per_step x group_size = {total} completions must split evenly over "
+            f"{num_gpus} GPU(s) x micro_batch_size {cfg.micro_batch_size}"
+        )
+    if cfg.lr_scheduler == "constant" and cfg.warmup_steps:
+        scheduler = "constant_with_warmup"
+    else:
+        scheduler = cfg.lr_scheduler
+    args = {trl: getattr(cfg, ours) for ours, trl in SAME_VALUE.items()}
+    args |= {
+        "lr_scheduler_type": scheduler,
+        "per_device_train_batch_size": cfg.micro_batch_size,
+        "gradient_accumulation_steps": total // per_step,
+        "save_steps": cfg.save_steps or cfg.max_steps,
+        "logging_steps": 1,
+        "report_to": "none",
+    }
+    known = set(trl_fields if trl_fields is not None else _installed_trl_fields())
+    missing = sorted(set(args) - known)
+    if missing:
+        raise RuntimeError(
+            f"the installed TRL has no GRPOConfig field(s) {missing}; this mapping was tested with trl{TRL_TESTED}"
+        )
+    return args
+
+
+def _installed_trl_fields() -> list[str]:
+    from trl import GRPOConfig as TRLConfig
+
+    return [f.name for f in dataclasses.fields(TRLConfig)]
+
+
+def reward_imports(rewards: Sequence[Callable[..., Any]], folder: Path) -> list[tuple[str, str]]:
+    """(module, name) for each reward. Ones a fresh interpreter can import are imported from where
+    they live; the others (defined in a notebook, a script, a test) have their source written to
+    ``folder/user_rewards.py``."""
+    out, written = [], []
+    for fn in rewards:
+        module, name = getattr(fn, "__module__", None), getattr(fn, "__name__", None)
+        if not name or name == "<lambda>":
+            raise ValueError(f"reward {fn!r} needs a name (a def, not a lambda) to be imported by TRL")
+        if module and module != "__main__" and _importable_fresh(module, name, folder):
+            out.append((module, name))
+            continue
+        from rewards import source_of
+
+        source = source_of(fn)
+        if source.startswith("# source not available"):
+            raise ValueError(
+                f"reward {name!r}: cannot import it (module {module!r}) and its source is not available"
+            )
+        written.append(source)
+        out.append(("user_rewards", name))
+    if written:
+        header = '"""Reward functions written out from the notebook or script that defined them."""\n\n'
+        (folder / "user_rewards.py").write_text(
+            header + "\n\n".join(textwrap.dedent(s) for s in written) + "\n"
+        )
+    return out
+
+
+def _importable_fresh(module: str, name: str, folder: Path) -> bool:
+    """Whether a fresh interpreter started in ``folder`` (as the launch will be) can import it: a
+    module this process reached only through its own sys.path (a notebook, a test) does not count."""
+    code = f"import importlib; assert hasattr(importlib.import_module({module!r}), {name!r})"
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True).returncode == 0
+
+
+def scale_out(
+    cfg: GRPOConfig,
+    output: str | Path,
+    *,
+    dataset: str,
+    rewards: Sequence[Callable[..., Any]],
+    reward_weights: Sequence[float] | None = None,
+    num_gpus: int = 1,
+    deepspeed: str | None = None,
+    vllm: str | None = None,
+) -> Path:
+    """Write the TRL + accelerate folder for this run; returns its path."""
+    if deepspeed is not None and deepspeed not in DEEPSPEED_STAGES:
+        raise ValueError(f"--deepspeed must be one of {sorted(DEEPSPEED_STAGES)}; got {deepspeed!r}")
+    if vllm is not None and vllm not in VLLM_MODES:
+        raise ValueError(f"--vllm must be one of {list(VLLM_MODES)}; got {vllm!r}")
+    if num_gpus < 1:
+        raise ValueError(f"--num-gpus must be >= 1; got {num_gpus}")
+    args = trl_args(cfg, num_gpus=num_gpus)
+    if vllm:
+        args |= {"use_vllm": True, "vllm_mode": vllm}
+    output = Path(output)
+    with atomic_folder(output) as tmp:
+        imports = reward_imports(rewards, tmp)
+        args["reward_weights"] = list(reward_weights) if reward_weights else [1.0] * len(imports)
+        args["output_dir"] = "outputs"
+        spec = {"model": cfg.model, "dataset": dataset, "prompt_column": cfg.prompt_column, "load_in_4bit": cfg.load_in_4bit,
+                "lora": {"r": cfg.lora_rank, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
+                         "target_modules": cfg.lora_target_modules if isinstance(cfg.lora_target_modules, str) else list(cfg.lora_target_modules)},
+                "rewards": imports, "trl_args": args}  # fmt: skip
+        (tmp / "run_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+        (tmp / "train_trl.py").write_text(TRAIN_SCRIPT)
+        (tmp / "accelerate_config.yaml").write_text(_accelerate_yaml(num_gpus, deepspeed))
+        if deepspeed:
+            (tmp / f"deepspeed_{deepspeed}.json").write_text(
+                json.dumps(_deepspeed_json(deepspeed), indent=2) + "\n"
+            )
+        cfg.save(tmp / "grpo_lite_config.yaml")
+        (tmp / "README.md").write_text(_readme(cfg, num_gpus, deepspeed, vllm))
+    return output
+
+
+def _accelerate_yaml(num_gpus: int, deepspeed: str | None) -> str:
+    lines = [
+        "compute_environment: LOCAL_MACHINE",
+        f"num_processes: {num_gpus}",
+        "num_machines: 1",
+        "machine_rank: 0",
+    ]
+    if deepspeed:
+        lines += [
+            "distributed_type: DEEPSPEED",
+            "deepspeed_config:",
+            f"  deepspeed_config_file: deepspeed_{deepspeed}.json",
+        ]
+    else:
+        lines += [f"distributed_type: {'MULTI_GPU' if num_gpus > 1 else 'NO'}"]
+    return "\n".join(lines) + "\n"
+
+
+def _deepspeed_json(stage: str) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": DEEPSPEED_STAGES[stage], "overlap_comm": True}
+    if stage == "zero3":
+        zero |= {"stage3_gather_16bit_weights_on_model_save": True}
+    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}  # fmt: skip
+
+
+def _readme(cfg: GRPOConfig, num_gpus: int, deepspeed: str | None, vllm: str | None) -> str:
+    launch = "accelerate launch --config_file accelerate_config.yaml train_trl.py"
+    lines = ["# This run on TRL + accelerate", "", f"Generated by grpo-lite from `{cfg.model}`; tested with trl{TRL_TESTED}.", "",
+             "```bash", f'pip install "trl{TRL_TESTED}" accelerate peft bitsandbytes grpo-lite' + (" deepspeed" if deepspeed else "") + (" vllm" if vllm else "")]  # fmt: skip
+    if vllm == "server":
+        lines += [
+            f"CUDA_VISIBLE_DEVICES={num_gpus} trl vllm-serve --model {cfg.model} &   # generation on its own GPU"
+        ]
+    lines += [launch, "```", "", "On one machine without GPUs, `python train_trl.py` runs the same script on the CPU.", "",
+              "## Settings", "", "| grpo-lite | TRL |", "|---|---|"]  # fmt: skip
+    lines += [f"| `{ours}` = {getattr(cfg, ours)!r} | `{trl}` |" for ours, trl in SAME_VALUE.items()]
+    lines += ["", "## Settings with no TRL equivalent", "", "| grpo-lite | what happens |", "|---|---|"]
+    lines += [f"| `{k}` = {getattr(cfg, k)!r} | {v} |" for k, v in NO_EQUIVALENT.items()]
+    return "\n".join(lines) + "\n"
+
+
+TRAIN_SCRIPT = '''"""TRL GRPOTrainer from a grpo-lite run (written by `python -m grpo_lite scale-out`).
+
+Launch: accelerate launch --config_file accelerate_config.yaml train_trl.py   (or: python train_trl.py)
+"""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer, BitsAndBytesConfig
+from trl import GRPOConfig, GRPOTrainer
+
+from grpo_lite.cli import load_dataset_arg
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # user_rewards.py, when rewards were written out
+spec = json.loads((HERE / "run_spec.json").read_text())
+rewards = [getattr(importlib.import_module(module), name) for module, name in spec["rewards"]]
+rows = load_dataset_arg(spec["dataset"], "train")
+if spec["prompt_column"] != "prompt":
+    rows = [dict(row, prompt=row[spec["prompt_column"]]) for row in rows]
+args = dict(spec["trl_args"], output_dir=str(HERE / spec["trl_args"]["output_dir"]))
+if not torch.cuda.is_available():
+    args |= {"use_cpu": True, "bf16": False}
+quantization = None
+if spec["load_in_4bit"]:
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=dtype)
+tokenizer = AutoTokenizer.from_pretrained(spec["model"], padding_side="left")
+trainer = GRPOTrainer(
+    model=spec["model"],
+    reward_funcs=rewards,
+    args=GRPOConfig(**args),
+    train_dataset=Dataset.from_list(rows),
+    processing_class=tokenizer,
+    peft_config=LoraConfig(task_type="CAUSAL_LM", **spec["lora"]),
+    quantization_config=quantization,
+)
+trainer.train()
+trainer.save_model(str(HERE / "adapter"))  # peft layout: loads back into grpo-lite
+'''
