@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,8 +132,13 @@ def test_generated_script_trains_with_trl_on_cpu_and_adapter_loads(tiny_model_pa
     # is not importable by a fresh interpreter, so its source was written out.
     assert "def short_answer" in (out / "user_rewards.py").read_text()
     assert json.loads((out / "run_spec.json").read_text())["rewards"][2] == ["user_rewards", "short_answer"]
+    accelerate = Path(sys.executable).parent / "accelerate"  # the README's launch command, on the CPU
     run = subprocess.run(
-        [sys.executable, "train_trl.py"], cwd=out, capture_output=True, text=True, timeout=600
+        [str(accelerate), "launch", "--config_file", "accelerate_config.yaml", "train_trl.py"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "'rewards/short_answer/mean'" in run.stdout  # our reward ran inside TRL, unchanged
