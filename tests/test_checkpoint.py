@@ -8,6 +8,7 @@ import torch
 from conftest import digit_share
 from test_engine import load_base_4bit, make_cfg
 
+from grpo_lite.callbacks import Callback
 from grpo_lite.checkpoint import latest_checkpoint
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.trainer import GRPOTrainer
@@ -22,10 +23,7 @@ def run(cfg, rows, **kw):
 def test_resume_equals_uninterrupted(tiny_model_path, sum_rows, tmp_path):
     full = run(make_cfg(tiny_model_path, tmp_path / "full", max_steps=6), sum_rows).train()
 
-    class InterruptAtStep3:
-        def on_train_begin(self, trainer): ...
-        def on_step_end(self, trainer, metrics): ...
-        def on_train_end(self, trainer): ...
+    class InterruptAtStep3(Callback):
         def on_step_boundary(self, trainer):
             if trainer.step == 3:
                 raise KeyboardInterrupt

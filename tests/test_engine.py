@@ -10,6 +10,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from grpo_lite import GRPOConfig
+from grpo_lite.callbacks import Callback
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.model import keep_cpu_4bit_layout
 from grpo_lite.trainer import GRPOTrainer
@@ -134,10 +135,7 @@ def test_steering_changes_next_step_and_is_recorded(tiny_model_path, sum_rows, t
         make_cfg(tiny_model_path, tmp_path / "run", max_steps=2), sum_rows, [digit_share], progress=False
     )
 
-    class SteerOnce:
-        def on_train_begin(self, trainer): ...
-        def on_step_end(self, trainer, metrics): ...
-        def on_train_end(self, trainer): ...
+    class SteerOnce(Callback):
         def on_step_boundary(self, trainer):
             if trainer.step == 1:
                 trainer.steering.set_sampling(temperature=0.5, max_new_tokens=4)

@@ -7,6 +7,7 @@ import pytest
 from conftest import digit_share
 from test_engine import make_cfg
 
+from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import Dashboard, check_alarms, compile_reward
 from grpo_lite.notebook.editor import RewardSourceError
 from grpo_lite.trainer import GRPOTrainer
@@ -84,10 +85,7 @@ def test_stop_button_writes_a_checkpoint(tiny_model_path, sum_rows, tmp_path):
     )
     dash = Dashboard(trainer)
 
-    class ClickStopAtStep2:
-        def on_train_begin(self, t): ...
-        def on_step_boundary(self, t): ...
-        def on_train_end(self, t): ...
+    class ClickStopAtStep2(Callback):
         def on_step_end(self, t, m):
             if m["step"] == 2:
                 dash.stop_button.click()
