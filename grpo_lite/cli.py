@@ -213,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m grpo_lite", description="GRPO with 4-bit LoRA on one GPU."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_train, _add_eval, _add_export, _add_scale_out):
+        add(sub)
+    return parser
 
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="offline CPU demo: GRPO on a tiny arithmetic model, accuracy before/after"
     )
@@ -223,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a LoRA adapter with GRPO")
     train.add_argument("--config", help="a GRPOConfig as JSON or YAML; options below override it")
     train.add_argument(
@@ -242,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(train)
     train.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: Any) -> None:
     ev = sub.add_parser("eval", help="greedy accuracy of a model (and adapter) on a math dataset")
     ev.add_argument("--model", required=True, help="Hub id or local path of the base model")
     ev.add_argument("--adapter", help="a LoRA adapter folder (peft layout) to apply")
@@ -256,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="write the result (with every completion) as JSON here")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_export(sub: Any) -> None:
     ex = sub.add_parser("export", help="write an adapter (or merged model) folder with a model card; push it")
     ex.add_argument(
         "--checkpoint", required=True, help="a training checkpoint (RUN/checkpoints/step-N) or adapter folder"
@@ -270,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--private", action="store_true", help="create the Hub repo as private")
     ex.set_defaults(func=cmd_export)
 
+
+def _add_scale_out(sub: Any) -> None:
     so = sub.add_parser("scale-out", help="write a TRL + accelerate folder that runs this config on N GPUs")
     so.add_argument(
         "--config", required=True, help="the run's GRPOConfig (JSON or YAML, e.g. RUN/config.json)"
@@ -289,7 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate with vLLM (a server on its own GPU, or colocated)",
     )
     so.set_defaults(func=cmd_scale_out)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
