@@ -47,9 +47,9 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any],
     state: dict[str, Any],
-    reward_sources: dict[str, str],
 ) -> Path:
-    """Write ``run_dir/checkpoints/step-{step}`` atomically; returns its path."""
+    """Write ``run_dir/checkpoints/step-{step}`` atomically; returns its path. Each source in
+    ``state["reward_sources"]`` is also written to ``rewards/NAME.py``."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
@@ -59,7 +59,7 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp)
         torch.save(trainer_state, tmp / "trainer_state.pt")
         (tmp / "rewards").mkdir()
-        for name, src in reward_sources.items():
+        for name, src in state.get("reward_sources", {}).items():
             (tmp / "rewards" / f"{name}.py").write_text(src)
         metrics = run_dir / "metrics.jsonl"
         if metrics.exists():

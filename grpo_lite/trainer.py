@@ -385,7 +385,6 @@ class GRPOTrainer:
                 "config": self.cfg.to_dict(),
                 "backend": self.backend,
             },
-            reward_sources={r.name: r.source for r in self.rewards.rewards},
         )
 
     def save_adapter(self, directory: str | Path) -> Path:
