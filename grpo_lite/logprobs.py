@@ -6,7 +6,9 @@ V vocabulary, M = number of completion tokens actually scored (mask == 1).
 The model's backbone gives the final hidden states; the output head is applied here, a slice of M
 rows at a time: ``hidden[rows] @ W.T / temperature -> log_softmax -> gather``. Backward recomputes
 each slice's logits instead of saving them, so the peak is one slice x V in both directions: what
-lets a 152k-token vocabulary (Qwen) fit on a small GPU.
+lets a 152k-token vocabulary (Qwen) fit on a small GPU. For a plain (or scaled) head the backward is
+the closed form ``(onehot - softmax) @ W`` on each recomputed slice, without an autograd graph;
+with soft-capping it differentiates each slice with autograd.
 """
 
 from __future__ import annotations
@@ -53,18 +55,22 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
     ):  # type: ignore[override]
         # hidden (M, H), weight (V, H), targets (M,)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)  # (M,)
+        lse = torch.empty_like(out)  # (M,) log of each row's partition function, reused in backward
         for start in range(0, hidden.shape[0], rows):
             logits = _slice_logits(hidden[start : start + rows], weight, head)  # (m, V)
             picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)  # (m,)
-            out[start : start + rows] = picked - torch.logsumexp(logits, dim=1)
-        ctx.save_for_backward(hidden, weight, targets)
+            lse[start : start + rows] = torch.logsumexp(logits, dim=1)
+            out[start : start + rows] = picked - lse[start : start + rows]
+        ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.head, ctx.rows = head, rows
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
-        hidden, weight, targets = ctx.saved_tensors
+        hidden, weight, targets, lse = ctx.saved_tensors
         head, rows = ctx.head, ctx.rows
+        if not head.softcap:
+            return _linear_head_backward(ctx, hidden, weight, targets, lse, grad_out) + (None, None, None)
         grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         for start in range(0, hidden.shape[0], rows):
@@ -86,6 +92,43 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None
+
+
+def _linear_head_backward(
+    ctx: Any,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    lse: torch.Tensor,
+    grad_out: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Backward of log p(target) when logits = s * hidden @ W.T (no soft-cap), s = logit_scale / T.
+
+    d log p_t / d logits = onehot(t) - softmax(logits), so with g = grad_out, one slice at a time:
+    G = s * g * (onehot - p)  (m, V);  grad_hidden = G @ W;  grad_W += G.T @ hidden.
+    The slice's logits are recomputed once and turned into G in place: no autograd graph, one
+    (m, V) buffer.
+    """
+    head, rows = ctx.head, ctx.rows
+    scale = head.logit_scale / head.temperature
+    need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    grad_hidden = torch.empty_like(hidden) if need_h else None
+    grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+    for start in range(0, hidden.shape[0], rows):
+        end = min(start + rows, hidden.shape[0])
+        h = hidden[start:end]  # (m, H)
+        probs = _slice_logits(h, weight, head).sub_(lse[start:end, None]).exp_()  # (m, V) softmax
+        g = grad_out[start:end, None]  # (m, 1)
+        grad_logits = probs.mul_(-g)  # (m, V): -g * p
+        grad_logits.scatter_add_(1, targets[start:end, None], g)  # + g at the target
+        grad_logits = grad_logits.mul_(scale).to(weight.dtype)  # (m, V)
+        if grad_hidden is not None:
+            grad_hidden[start:end] = grad_logits @ weight  # (m, H)
+        if grad_weight is not None:
+            grad_weight += (grad_logits.T @ h).float()  # (V, H)
+    if grad_weight is not None:
+        grad_weight = grad_weight.to(weight.dtype)
+    return grad_hidden, grad_weight
 
 
 def token_logprobs(

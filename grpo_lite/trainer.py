@@ -286,12 +286,15 @@ class GRPOTrainer:
                 loss,
                 grad_norm,
             )
-            return {"grad_norm": grad_norm, "update_skipped": 1.0}
+            return {"grad_norm": grad_norm, "update_skipped": 1.0, "time/optimizer": 0.0}
+        t0 = time.perf_counter()
         self.optimizer.step()
         self._optimizer_steps_taken += 1
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"grad_norm": grad_norm, "update_skipped": 0.0}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the step's kernels are asynchronous: time them whole
+        return {"grad_norm": grad_norm, "update_skipped": 0.0, "time/optimizer": time.perf_counter() - t0}
 
     def _completion_logprobs(
         self, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *, with_entropy: bool = False

@@ -6,7 +6,14 @@ import torch
 from grpo_lite.logprobs import HeadSpec, naive_token_logprobs, token_entropy, token_logprobs
 
 
-@pytest.mark.parametrize("head", [HeadSpec(), HeadSpec(temperature=0.7, logit_scale=1.3, softcap=30.0)])
+@pytest.mark.parametrize(
+    "head",
+    [
+        HeadSpec(),  # plain head: the analytic backward
+        HeadSpec(temperature=0.7, logit_scale=1.3),  # scaled logits: analytic backward with s = 1.3 / 0.7
+        HeadSpec(temperature=0.7, logit_scale=1.3, softcap=30.0),  # soft-cap: autograd through each slice
+    ],
+)
 def test_chunked_equals_naive_forward_and_backward(head):
     torch.manual_seed(0)
     M, H, V = 37, 16, 32_768

@@ -51,6 +51,7 @@ def test_quickstart(offline_env, tmp_path):
     assert pngs, "the dashboard's reward plot was not rendered"
     assert len(base64.b64decode(pngs[-1]["data"]["image/png"])) > 10_000  # a real figure, not a blank
     assert "offline mode" in text_of(nb) and "held-out greedy accuracy" in text_of(nb)
+    assert "estimated peak" in text_of(nb) and "fits on a 15 GB GPU" in text_of(nb)  # the memory plan
     assert (tmp_path / "runs" / "quickstart" / "adapter" / "adapter_model.safetensors").exists()
 
 

@@ -1,0 +1,532 @@
+"""grpo-lite vs TRL's GRPOTrainer at equal settings, side by side in one run.
+
+    python benchmarks/compare_trl.py [--quick] [--json PATH] [--reps N] [--steps N]
+                                     [--learning-steps N] [--learning-seeds N]
+
+Both trainers get the same tiny local model and tokenizer, the same prompts, the same reward
+function, group size, lengths, sampling settings, LoRA config (rank 16 on every linear layer of a
+4-bit NF4 base), optimizer (AdamW), learning rate and number of steps; TRL's settings are produced
+by the same mapping ``python -m grpo_lite scale-out`` uses (``grpo_lite.scale_out.trl_args``). Each
+run is a fresh process, alternating A B A B, so neither inherits the other's warm caches.
+
+Why these settings: a Llama of 9M parameters with a 32,000-token vocabulary, 8 prompts x 8
+completions x 64 new tokens. The vocabulary makes the output head (and so log-probs and sampling)
+the largest part of the work, as it is for the 0.5B-1.5B models users train (Qwen2.5: 152k); 4,096
+generated tokens per step make a step take seconds, so per-step work, not fixed start-up cost,
+dominates the timing. The model is random-init, so nearly every completion runs to the full 64
+tokens: the longest, most expensive case for both.
+
+The reward is dense (the share of ``<unused_N>`` tokens with an even N): every group has unequal
+rewards, so grpo-lite's skipping of zero-advantage completions never applies. It is the worst case
+for grpo-lite on purpose; with a pass/fail reward (math) many groups tie and grpo-lite skips them.
+
+Equal learning is checked apart, where learning shows in a few steps: the offline demo's task (the
+tiny arithmetic model, its settings, the ``exact_answer`` reward, 30 steps) trained by each trainer
+for each seed, then held-out greedy accuracy of the base (adapters off) and of the trained policy.
+One seed is noisy (about +-10 points); the full run averages 3.
+
+Measured per run: wall-clock time between consecutive optimizer-step ends (everything a user waits
+for: generation, scoring, log-probs, backward, optimizer, logging), the first ``WARMUP`` steps left
+out, split into generation, no-grad log-prob passes (reference / old policy), the optimizer step
+and the rest (policy forward + backward, scoring, logging); generated tokens per second of
+generation; peak memory (CUDA max allocated on a GPU, else the process's peak RSS, imports
+included: what the user's process takes); the mean reward of the first and of the last steps. For
+TRL the parts are timed by wrapping its own generation and log-prob methods and by its optimizer
+callbacks; nothing it computes changes. The JSON holds every run's raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+WARMUP = 1  # steps left out of the timing in each run (first-call allocation and lazy init)
+LEARNING_STEPS = 30  # steps of the equal-learning check (the offline demo's task)
+VOCAB = 32_000
+SETTINGS = dict(  # the GRPOConfig both trainers run with (TRL's via scale_out.trl_args)
+    prompts_per_step=8,
+    group_size=8,
+    micro_batch_size=16,
+    max_new_tokens=64,
+    max_prompt_tokens=64,
+    temperature=1.0,
+    top_p=1.0,
+    learning_rate=3e-3,  # high for LoRA, so that a few steps move the reward
+    lora_rank=16,
+    lora_alpha=32,
+    beta=0.0,
+    loss_type="grpo",
+    load_in_4bit=True,
+    gradient_checkpointing=True,
+    save_steps=0,
+    seed=0,
+    device="cpu",
+)
+EVEN = re.compile(r"<unused_(\d+)>")
+
+
+def even_unused_share(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
+    """Dense benchmark reward: the share of ``<unused_N>`` tokens in a completion whose N is even."""
+    out = []
+    for text in completions:
+        ns = [int(n) for n in EVEN.findall(text)]
+        out.append(sum(n % 2 == 0 for n in ns) / len(ns) if ns else 0.0)
+    return out
+
+
+def bench_rows(n: int = 64) -> list[dict[str, str]]:
+    """Plain-text prompts of 28-38 characters (one token per character)."""
+    return [{"prompt": f"Task {i:03d}: write {'even ' * (i % 3 + 1)}tokens."} for i in range(n)]
+
+
+def build_bench_model(path: Path) -> Path:
+    """The benchmark's Llama: hidden 128, 4 layers, 32,000-token vocabulary (9M parameters)."""
+    from grpo_lite.tiny import build_char_tokenizer, build_tiny_model
+
+    if (path / "config.json").exists():
+        return path
+    extra = VOCAB - len(build_char_tokenizer())
+    return build_tiny_model(
+        path, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, extra_tokens=extra
+    )
+
+
+# ---- one run, in a fresh process ------------------------------------------------------------------
+
+
+def peak_memory_mb() -> float:
+    """CUDA max allocated where a GPU is, else the process's peak RSS (grpo_lite.metrics)."""
+    import torch
+
+    from grpo_lite.metrics import peak_memory_mb as peak
+
+    return peak(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_grpo_lite(
+    model: str,
+    settings: dict[str, Any],
+    rows: list[dict[str, Any]],
+    reward: Callable[..., Any],
+    steps: int,
+    out: Path,
+    after: Callable[[Any, Any], Any] | None = None,
+) -> dict[str, Any]:
+    """Train with grpo-lite; per step: wall-clock end, reward, and where the time went; then
+    ``after(model, tokenizer)`` if given (its result under "after")."""
+    from grpo_lite import GRPOConfig, GRPOTrainer
+    from grpo_lite.callbacks import Callback
+
+    ends: list[float] = []
+
+    class Clock(Callback):
+        def on_train_begin(self, trainer: Any) -> None:
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
+            ends.append(time.perf_counter())
+
+    cfg = GRPOConfig(model=model, output_dir=str(out), max_steps=steps, **settings)
+    trainer = GRPOTrainer(cfg, rows, [reward], callbacks=[Clock()], progress=False)
+    history = trainer.train()
+    n = cfg.prompts_per_step * cfg.group_size
+    parts = {k: [h[f"time/{k}"] for h in history] for k in ("generate", "reference", "optimizer")}
+    return {
+        "step_ends": ends,
+        "rewards": [h["reward"] for h in history],
+        "gen_tokens": [h["completion_len_mean"] * n for h in history],
+        "parts": with_policy(parts, ends),
+        "after": after(trainer.model, trainer.tokenizer) if after else None,
+    }
+
+
+def run_trl(
+    model: str,
+    settings: dict[str, Any],
+    rows: list[dict[str, Any]],
+    reward: Callable[..., Any],
+    steps: int,
+    out: Path,
+    after: Callable[[Any, Any], Any] | None = None,
+) -> dict[str, Any]:
+    """Train with TRL's GRPOTrainer at the same settings; the same per-step measurements.
+
+    Generation, the no-grad log-prob passes (reference) and the optimizer step are timed by wrapping
+    TRL's own methods (instrumentation only: nothing it computes changes); policy = the rest.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import GRPOConfig as TRLConfig
+    from trl import GRPOTrainer as TRLTrainer
+
+    from grpo_lite import GRPOConfig
+    from grpo_lite.scale_out import trl_args
+
+    cuda = torch.cuda.is_available()
+    cfg = GRPOConfig(model=model, output_dir=str(out), max_steps=steps, **settings)
+    args = trl_args(cfg) | {
+        "output_dir": str(out),
+        "save_strategy": "no",
+        "use_cpu": not cuda,
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "fp16": cuda and not torch.cuda.is_bf16_supported(),
+        "disable_tqdm": True,
+    }
+    if cuda:  # grpo-lite's optimizer on CUDA (grpo_lite.optim); on the CPU both use torch's AdamW
+        args["optim"] = "paged_adamw_8bit"
+    ends: list[float] = []
+    rewards: list[float] = []
+    events: list[tuple[str, float, float]] = []  # (part, end time, seconds)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a: Any, **k: Any) -> None:
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            sync()
+            ends.append(time.perf_counter())
+
+        def on_pre_optimizer_step(self, *a: Any, **k: Any) -> None:
+            sync()
+            self.t0 = time.perf_counter()
+
+        def on_optimizer_step(self, *a: Any, **k: Any) -> None:
+            sync()
+            events.append(("optimizer", time.perf_counter(), time.perf_counter() - self.t0))
+
+        def on_log(
+            self, _args: Any, _state: Any, _control: Any, logs: dict[str, float] | None = None, **k: Any
+        ):
+            if logs and "reward" in logs:
+                rewards.append(logs["reward"])
+
+    dtype = torch.bfloat16 if args["bf16"] else torch.float16 if args["fp16"] else torch.float32
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+    trainer = TRLTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=TRLConfig(**args),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(model, padding_side="left"),
+        peft_config=LoraConfig(
+            task_type="CAUSAL_LM", r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+            target_modules="all-linear",
+        ),
+        quantization_config=quant,
+        callbacks=[Clock()],
+    )  # fmt: skip
+    gen_tokens: list[int] = []
+    generate_inner, logps_inner = trainer._generate_single_turn, trainer._get_per_token_logps_and_entropies
+
+    def timed_generate(*a: Any, **k: Any) -> Any:
+        sync()
+        t0 = time.perf_counter()
+        completion_ids, logprobs = generate_inner(*a, **k)
+        sync()
+        events.append(("generate", time.perf_counter(), time.perf_counter() - t0))
+        gen_tokens.append(sum(len(c) for c in completion_ids))
+        return completion_ids, logprobs
+
+    def timed_logps(*a: Any, **k: Any) -> Any:
+        if torch.is_grad_enabled():  # the policy pass: part of "policy"
+            return logps_inner(*a, **k)
+        sync()
+        t0 = time.perf_counter()
+        result = logps_inner(*a, **k)
+        sync()
+        events.append(("reference", time.perf_counter(), time.perf_counter() - t0))
+        return result
+
+    trainer._generate_single_turn = timed_generate  # type: ignore[method-assign]
+    trainer._get_per_token_logps_and_entropies = timed_logps  # type: ignore[method-assign]
+    trainer.train()
+    parts = {k: _per_step(events, ends, k) for k in ("generate", "reference", "optimizer")}
+    return {
+        "step_ends": ends,
+        "rewards": rewards,
+        "gen_tokens": gen_tokens,
+        "parts": with_policy(parts, ends),
+        "after": after(trainer.model, trainer.processing_class) if after else None,
+    }
+
+
+def with_policy(parts: dict[str, list[float]], ends: list[float]) -> dict[str, list[float]]:
+    """Add "policy": each step's wall-clock time less its generate, reference and optimizer parts
+    (the policy forward + backward, plus scoring and logging), measured the same way for both."""
+    steps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    return parts | {"policy": [s - sum(v[i] for v in parts.values()) for i, s in enumerate(steps)]}
+
+
+def _per_step(events: list[tuple[str, float, float]], ends: list[float], part: str) -> list[float]:
+    """Seconds of ``part`` inside each step (events binned by the step they ended in)."""
+    return [
+        sum(s for p, t, s in events if p == part and a < t <= b) for a, b in zip(ends, ends[1:], strict=False)
+    ]
+
+
+def worker(impl: str, model: str, steps: int, out_json: Path) -> None:
+    run = run_grpo_lite if impl == "grpo-lite" else run_trl
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(model, SETTINGS, bench_rows(), even_unused_share, steps, Path(tmp) / "run")
+    result["peak_mem_mb"] = peak_memory_mb()
+    out_json.write_text(json.dumps(result))
+
+
+def learning_worker(impl: str, steps: int, seed: int, out_json: Path) -> None:
+    """Equal learning: the offline demo's task (tiny arithmetic model, its settings, ``exact_answer``)
+    trained by one trainer; held-out greedy accuracy of the base and of the trained policy."""
+    from grpo_lite.demo import arithmetic_split, demo_config, demo_model
+    from grpo_lite.evaluate import accuracy
+    from rewards import exact_answer
+
+    train, held_out = arithmetic_split()
+    cfg = demo_config(demo_model(), Path("unused"), seed=seed, steps=steps)
+    skip = ("model", "output_dir", "max_steps")
+    settings = {f: getattr(cfg, f) for f in cfg.to_dict() if f not in skip}
+
+    def held_out_accuracy(model: Any, tokenizer: Any) -> dict[str, float]:
+        kw = dict(max_new_tokens=cfg.max_new_tokens)
+        return {
+            "base": accuracy(model, tokenizer, held_out, exact_answer, base=True, **kw),
+            "trained": accuracy(model, tokenizer, held_out, exact_answer, **kw),
+        }
+
+    run = run_grpo_lite if impl == "grpo-lite" else run_trl
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(
+            str(demo_model()), settings, train, exact_answer, steps, Path(tmp) / "run", held_out_accuracy
+        )
+    out_json.write_text(json.dumps(result))
+
+
+# ---- the comparison --------------------------------------------------------------------------------
+
+
+def step_parts(run: dict[str, Any]) -> dict[str, Any]:
+    """One run's medians over its timed steps (the first WARMUP left out): seconds per step and per
+    part, generated tokens per second of generation, and its peak memory."""
+    ends = run["step_ends"][WARMUP:]
+    timed = slice(WARMUP, None)
+    gen = run["parts"]["generate"][timed]
+    return {
+        "step_seconds_median": statistics.median(b - a for a, b in zip(ends, ends[1:], strict=False)),
+        "parts_median": {k: statistics.median(v[timed]) for k, v in run["parts"].items()},
+        "gen_tokens_per_sec": sum(run["gen_tokens"][timed]) / sum(gen),
+        "peak_mem_mb": run["peak_mem_mb"],
+    }
+
+
+def summarize(runs: list[dict[str, Any]], last: int) -> dict[str, Any]:
+    """Over several runs of one trainer: the median per-step seconds over all timed steps, medians of
+    the per-run peak memory and tokens/s, per-part medians, and the mean reward of the first step
+    and of the last ``last`` steps."""
+    per_run = [step_parts(r) for r in runs]
+    step_times = [
+        b - a
+        for r in runs
+        for a, b in zip(r["step_ends"][WARMUP:], r["step_ends"][WARMUP + 1 :], strict=False)
+    ]
+    parts = runs[0]["parts"].keys()
+    return {
+        "step_seconds_median": statistics.median(step_times),
+        "parts_median": {
+            k: statistics.median(x for r in runs for x in r["parts"][k][WARMUP:]) for k in parts
+        },
+        "peak_mem_mb": statistics.median(p["peak_mem_mb"] for p in per_run),
+        "gen_tokens_per_sec": statistics.median(p["gen_tokens_per_sec"] for p in per_run),
+        "first_reward_mean": statistics.fmean(r["rewards"][0] for r in runs),
+        "final_reward_mean": statistics.fmean(x for r in runs for x in r["rewards"][-last:]),
+    }
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {os.cpu_count()} cores, {cpu}"
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = ("torch", "transformers", "peft", "bitsandbytes", "trl", "grpo-lite")
+    return {n: md.version(n) for n in names}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="2 runs each of 4 steps (under 10 min on 2 CPU cores)"
+    )
+    p.add_argument("--reps", type=int, default=None, help="runs per trainer (default 3, quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default 8, quick 4)")
+    p.add_argument(
+        "--learning-steps",
+        type=int,
+        default=LEARNING_STEPS,
+        help=f"steps of the equal-learning check on the demo task (default {LEARNING_STEPS}; 0 skips it)",
+    )
+    p.add_argument(
+        "--learning-seeds",
+        type=int,
+        default=None,
+        help="seeds of the learning check, one run each per trainer (default 3, quick 1)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--model-dir", type=Path, default=None, help="where the benchmark model is built/cached")
+    p.add_argument("--worker", choices=["grpo-lite", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--task", choices=["speed", "learning"], default="speed", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)  # fmt: skip
+    reps = a.reps or (2 if a.quick else 3)
+    steps = a.steps or (4 if a.quick else 8)
+    if a.worker and a.task == "learning":
+        learning_worker(a.worker, a.learning_steps, a.seed, a.out)
+        return {}
+    if a.worker:
+        worker(a.worker, a.model, steps, a.out)
+        return {}
+    if steps <= WARMUP + 1:
+        p.error(f"--steps must be > {WARMUP + 1} (the first {WARMUP} step(s) are warm-up)")
+
+    from grpo_lite.demo import cache_dir, demo_model
+
+    model = build_bench_model(a.model_dir or cache_dir() / "bench-llama-32k-v1")
+    runs: dict[str, list[dict[str, Any]]] = {"grpo-lite": [], "trl": []}
+    for rep in range(reps):
+        for impl in ("grpo-lite", "trl"):  # A B A B: drift in the machine hits both alike
+            args = ["--model", str(model), "--steps", str(steps)]
+            runs[impl].append(_spawn(impl, args, f"run {rep + 1}/{reps}"))
+    learning: dict[str, list[dict[str, Any]]] = {"grpo-lite": [], "trl": []}
+    seeds = a.learning_seeds or (1 if a.quick else 3)
+    if a.learning_steps > 0:
+        demo_model()  # build (and cache) the demo's model once, outside both timings
+        for seed in range(seeds):
+            for impl in ("grpo-lite", "trl"):
+                args = ["--task", "learning", "--learning-steps", str(a.learning_steps), "--seed", str(seed)]
+                learning[impl].append(_spawn(impl, args, f"learning check, seed {seed}"))
+    last = max(1, steps // 2)
+    ours, trl = summarize(runs["grpo-lite"], last), summarize(runs["trl"], last)
+    result = {
+        "machine": machine(),
+        "versions": versions(),
+        "settings": SETTINGS | {"steps": steps, "reps": reps, "vocab": VOCAB, "warmup_steps_excluded": WARMUP},
+        "grpo_lite": ours | _learned(learning["grpo-lite"]),
+        "trl": trl | _learned(learning["trl"]),
+        "step_time_ratio": ours["step_seconds_median"] / trl["step_seconds_median"],
+        "peak_mem_ratio": ours["peak_mem_mb"] / trl["peak_mem_mb"],
+        "last_steps_averaged": last,
+        "learning_steps": a.learning_steps,
+        "learning_seeds": seeds if a.learning_steps > 0 else 0,
+        "runs": runs,
+        "learning_runs": learning,
+    }  # fmt: skip
+    print(table(result))
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _spawn(impl: str, args: list[str], label: str) -> dict[str, Any]:
+    """One worker in a fresh process; its JSON result."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        t0 = time.perf_counter()
+        cmd = [sys.executable, __file__, "--worker", impl, *args, "--out", str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"{impl} {label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        print(f"  {impl:9s} {label}: {time.perf_counter() - t0:5.1f} s", flush=True)
+        return dict(json.loads(out.read_text()))
+
+
+def _learned(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the learning check's seeds: mean held-out greedy accuracy of the base and of the trained
+    policy (and each seed's), and the mean reward of the first and of the last 5 steps."""
+    if not runs:
+        return {}
+    k = min(5, len(runs[0]["rewards"]))
+    return {
+        "demo_accuracy_base": statistics.fmean(r["after"]["base"] for r in runs),
+        "demo_accuracy_trained": statistics.fmean(r["after"]["trained"] for r in runs),
+        "demo_accuracy_trained_per_seed": [r["after"]["trained"] for r in runs],
+        "demo_reward_first": statistics.fmean(x for r in runs for x in r["rewards"][:k]),
+        "demo_reward_last": statistics.fmean(x for r in runs for x in r["rewards"][-k:]),
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    o, t = r["grpo_lite"], r["trl"]
+    rows = [
+        ("median seconds / step", "step_seconds_median", "{:.2f}"),
+        ("- generating", "generate", "{:.2f}"),
+        ("- no-grad log-prob passes (reference)", "reference", "{:.2f}"),
+        ("- policy forward + backward, scoring, logging", "policy", "{:.2f}"),
+        ("- optimizer step", "optimizer", "{:.2f}"),
+        ("peak memory (MB)", "peak_mem_mb", "{:.0f}"),
+        ("generated tokens / s", "gen_tokens_per_sec", "{:.0f}"),
+        ("mean reward, first step", "first_reward_mean", "{:.3f}"),
+        (f"mean reward, last {r['last_steps_averaged']} steps", "final_reward_mean", "{:.3f}"),
+    ]
+    if "demo_accuracy_trained" in o:
+        n, seeds = r["learning_steps"], r["learning_seeds"]
+        rows += [
+            ("demo task: held-out greedy accuracy, base", "demo_accuracy_base", "{:.1%}"),
+            (
+                f"demo task: accuracy after {n} steps (mean over {seeds} seed{'s' if seeds > 1 else ''})",
+                "demo_accuracy_trained",
+                "{:.1%}",
+            ),
+            ("demo task: mean reward, first 5 steps", "demo_reward_first", "{:.3f}"),
+            ("demo task: mean reward, last 5 steps", "demo_reward_last", "{:.3f}"),
+        ]
+    lines = [f"machine: {r['machine']}", "", "| | grpo-lite | TRL | grpo-lite / TRL |", "|---|---|---|---|"]
+    for label, key, fmt in rows:
+        a, b = (m.get(key, m["parts_median"].get(key)) for m in (o, t))
+        ratio = f"{a / b:.2f}" if b else "-"
+        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
+    if "demo_accuracy_trained_per_seed" in o:
+        ours, theirs = (", ".join(f"{x:.1%}" for x in m["demo_accuracy_trained_per_seed"]) for m in (o, t))
+        lines += ["", f"demo task accuracy per seed: grpo-lite {ours}; TRL {theirs}"
+                  " (one seed varies by about +-10 points; the full run averages 3)"]  # fmt: skip
+    lines += ["", f"step_time_ratio = {r['step_time_ratio']:.2f} (target <= 0.67)",
+              f"peak_mem_ratio  = {r['peak_mem_ratio']:.2f} (target <= 1.00)"]  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

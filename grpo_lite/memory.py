@@ -1,0 +1,285 @@
+"""Will it fit? Peak memory of a grpo-lite run, estimated from the model's config alone (no weights).
+
+``plan_memory("Qwen/Qwen2.5-1.5B-Instruct", group_size=8, max_new_tokens=512, prompt_len=256,
+lora_rank=16, load_in_4bit=True, micro_batch=8, gpu_gb=15)`` returns a :class:`MemoryPlan`: the peak
+broken into weights, LoRA + gradients + optimizer state, activations, generation KV cache and the
+log-prob chunk, a verdict for that GPU and, when it does not fit, the changes that would.
+
+The estimate follows what the engine does (``model.load_policy``, ``rollout.generate``,
+``logprobs.completion_logprobs``):
+
+- 4-bit NF4 with double quantization stores 4.127 bits per weight of every linear layer but the
+  output head; the embeddings, the output head and the norms are not quantized, and peft's
+  ``prepare_model_for_kbit_training`` casts them to fp32.
+- LoRA weights and their gradients are fp32; AdamW keeps two fp32 moments per weight (bitsandbytes'
+  8-bit AdamW on CUDA: two bytes).
+- Generation samples all ``prompts_per_step x group_size`` completions at once: the KV cache holds
+  K and V for every layer, key-value head and position, in the compute dtype.
+- The training pass runs ``micro_batch`` sequences of ``prompt_len + max_new_tokens`` tokens; with
+  gradient checkpointing it keeps each layer's input and recomputes one layer at a time.
+- Log-probs never materialise the full logits: one slice of about 64 MB (``logprobs.CHUNK_BYTES``).
+
+Checked against tensors measured on the CPU (tests/test_memory.py): weights, LoRA and KV cache to a
+few percent, activations (the tensors autograd saves) within the tolerance the test states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpo_lite.logprobs import CHUNK_BYTES
+
+GB = 2**30
+NF4_BYTES_PER_WEIGHT = 4.127 / 8  # 4-bit codes + double-quantized absmax (8-bit per 64, fp32 per 256 blocks)
+CUDA_CONTEXT_GB = 0.5  # CUDA context + allocator slack that no tensor accounts for
+T4_GB = 15.0  # a free Colab T4, as PyTorch reports it
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a causal LM config that memory depends on."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelShape:
+        heads = int(config.num_attention_heads)
+        hidden = int(config.hidden_size)
+        return cls(
+            hidden=hidden,
+            layers=int(config.num_hidden_layers),
+            heads=heads,
+            kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
+            head_dim=int(getattr(config, "head_dim", None) or hidden // heads),
+            intermediate=int(config.intermediate_size),
+            vocab=int(config.vocab_size),
+            tied=bool(getattr(config, "tie_word_embeddings", False)),
+        )
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of every linear layer of one decoder layer: q, k, v, o, gate, up, down."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, i = self.hidden, self.intermediate
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    @property
+    def linear_params(self) -> int:
+        return self.layers * sum(a * b for a, b in self.linear_shapes())
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embeddings plus the output head (one matrix when tied)."""
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    def lora_params(self, rank: int) -> int:
+        """LoRA on every linear layer of every decoder layer ("all-linear"): r x (in + out) each."""
+        return self.layers * sum(rank * (a + b) for a, b in self.linear_shapes())
+
+
+@dataclass
+class MemoryPlan:
+    """An estimate of peak memory, in GB, with its parts and a verdict."""
+
+    parts: dict[str, float]
+    peak_gb: float
+    gpu_gb: float
+    fits: bool
+    settings: dict[str, Any]
+    suggestions: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        width = max(len(k) for k in self.parts)
+        lines = [f"{k:<{width}}  {v:6.2f} GB" for k, v in self.parts.items()]
+        verdict = "fits" if self.fits else "does NOT fit"
+        lines.append(
+            f"{'estimated peak':<{width}}  {self.peak_gb:6.2f} GB -> {verdict} on a {self.gpu_gb:g} GB GPU"
+        )
+        if self.suggestions:
+            lines.append("to make it fit: " + "; or ".join(self.suggestions))
+        return "\n".join(lines)
+
+
+def load_shape(model: Any) -> ModelShape:
+    """A ModelShape from a Hub id or local path (config.json only), a transformers config, or a shape."""
+    if isinstance(model, ModelShape):
+        return model
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        model = AutoConfig.from_pretrained(model)
+    config = getattr(model, "text_config", None) or model  # multimodal configs nest the LM's
+    return ModelShape.from_config(config)
+
+
+def estimate_parts(
+    shape: ModelShape,
+    *,
+    group_size: int,
+    max_new_tokens: int,
+    prompt_len: int,
+    lora_rank: int,
+    load_in_4bit: bool,
+    micro_batch: int,
+    prompts_per_step: int = 1,
+    gradient_checkpointing: bool = True,
+    device: str = "cuda",
+) -> dict[str, float]:
+    """Each part of the peak, in bytes. ``device="cpu"`` uses fp32 compute and fp32 AdamW states."""
+    act = 2 if device == "cuda" else 4  # compute dtype bytes: bf16/fp16 on a GPU, fp32 on the CPU
+    h, i, L, V = shape.hidden, shape.intermediate, shape.layers, shape.vocab
+    linear = shape.linear_params * (NF4_BYTES_PER_WEIGHT if load_in_4bit else act)
+    # prepare_model_for_kbit_training casts what is not quantized (embeddings, head, norms) to fp32
+    embeddings = shape.embedding_params * (4 if load_in_4bit else act)
+    lora = shape.lora_params(lora_rank)
+    adam_state = 2 if device == "cuda" else 8  # 8-bit paged AdamW on CUDA, fp32 AdamW on the CPU
+    seq = prompt_len + max_new_tokens
+    tokens = micro_batch * seq
+    # Per token and layer, what backward needs: the inputs of the norms, attention projections, MLP
+    # projections (gate/up share one, down takes I), q/k/v/attention output, the MLP's gate, up and
+    # activation outputs, and LoRA's rank-r intermediates. Counted in values of the compute dtype.
+    per_layer_token = 10 * h + 4 * i + 14 * lora_rank
+    one_layer = tokens * per_layer_token * act
+    final_norm_input = tokens * h * act
+    if gradient_checkpointing:  # each layer's input kept, one layer's activations recomputed at a time
+        activations = L * tokens * h * act + one_layer + final_norm_input
+    else:
+        activations = L * one_layer + final_norm_input
+    dequantized = (max(a * b for a, b in shape.linear_shapes()) * act) if load_in_4bit else 0
+    completion_tokens = micro_batch * max_new_tokens
+    gathered = completion_tokens * h * act  # the completion positions' hidden states, and their grad
+    logprob = CHUNK_BYTES * 3 + 2 * gathered  # one slice of logits, its softmax and its grad
+    n_gen = prompts_per_step * group_size
+    kv = 2 * L * shape.kv_heads * shape.head_dim * seq * n_gen * act
+    generation = kv + n_gen * V * 4 * 3  # + last-position logits, fp32, and sampling's copies
+    return {
+        "weights": linear + embeddings,
+        "lora + grads + optimizer": lora * (4 + 4 + adam_state),
+        "activations (training pass)": activations + dequantized,
+        "log-prob chunk": logprob,
+        "generation (KV cache)": generation,
+    }
+
+
+def plan_memory(
+    model: Any,
+    *,
+    group_size: int = 8,
+    max_new_tokens: int = 256,
+    prompt_len: int = 256,
+    lora_rank: int = 16,
+    load_in_4bit: bool = True,
+    micro_batch: int = 8,
+    gpu_gb: float = T4_GB,
+    prompts_per_step: int = 1,
+    gradient_checkpointing: bool = True,
+) -> MemoryPlan:
+    """Estimate peak GPU memory of a grpo-lite run and say whether it fits on ``gpu_gb``.
+
+    Args:
+        model: Hub id or local path (only config.json is read), a transformers config, or a ModelShape.
+        group_size: G, completions per prompt.
+        max_new_tokens: the longest completion.
+        prompt_len: the longest prompt, in tokens.
+        lora_rank: LoRA rank on every linear layer.
+        load_in_4bit: NF4 base weights (else the compute dtype).
+        micro_batch: sequences per forward/backward (``GRPOConfig.micro_batch_size``).
+        gpu_gb: the GPU's memory (a free Colab T4: 15).
+        prompts_per_step: B; generation samples B x G completions at once.
+        gradient_checkpointing: recompute activations in backward.
+    Returns:
+        A MemoryPlan: parts and peak in GB, the verdict, and changes that would make it fit.
+
+    Training and generation never hold their working memory at the same time, so the peak is the
+    weights and LoRA state plus the larger of the two, plus ``CUDA_CONTEXT_GB``. Its parts are
+    checked against tensors measured on the CPU (tests/test_memory.py); ``benchmarks/gpu.py``
+    prints it beside the measured CUDA peak.
+    """
+    if gpu_gb <= 0:
+        raise ValueError(f"gpu_gb must be > 0; got {gpu_gb!r}")
+    settings = dict(
+        group_size=group_size, max_new_tokens=max_new_tokens, prompt_len=prompt_len, lora_rank=lora_rank,
+        load_in_4bit=load_in_4bit, micro_batch=micro_batch, prompts_per_step=prompts_per_step,
+        gradient_checkpointing=gradient_checkpointing,
+    )  # fmt: skip
+    for name in (
+        "group_size",
+        "max_new_tokens",
+        "prompt_len",
+        "lora_rank",
+        "micro_batch",
+        "prompts_per_step",
+    ):
+        if settings[name] <= 0:
+            raise ValueError(f"{name} must be > 0; got {settings[name]!r}")
+    shape = load_shape(model)
+    peak, parts = _peak(shape, settings)
+    fits = peak <= gpu_gb
+    suggestions = [] if fits else _suggestions(shape, settings, gpu_gb)
+    return MemoryPlan(
+        parts=parts, peak_gb=peak, gpu_gb=gpu_gb, fits=fits, settings=settings, suggestions=suggestions
+    )
+
+
+def plan_for_config(cfg: Any, *, gpu_gb: float | None = None, prompt_len: int | None = None) -> MemoryPlan:
+    """:func:`plan_memory` with the settings of a GRPOConfig.
+
+    ``gpu_gb`` defaults to the memory of the current CUDA GPU, or 15 GB (a free Colab T4) without
+    one; ``prompt_len`` to ``cfg.max_prompt_tokens``.
+    """
+    if gpu_gb is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        gpu_gb = torch.cuda.get_device_properties(0).total_memory / GB if cuda else T4_GB
+    return plan_memory(
+        cfg.model, group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+        prompt_len=prompt_len or cfg.max_prompt_tokens, lora_rank=cfg.lora_rank, load_in_4bit=cfg.load_in_4bit,
+        micro_batch=cfg.micro_batch_size, gpu_gb=gpu_gb, prompts_per_step=cfg.prompts_per_step,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )  # fmt: skip
+
+
+def _peak(shape: ModelShape, settings: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    parts = estimate_parts(shape, **settings)
+    train = parts["activations (training pass)"] + parts["log-prob chunk"]
+    resident = parts["weights"] + parts["lora + grads + optimizer"]
+    peak = resident + max(train, parts["generation (KV cache)"]) + CUDA_CONTEXT_GB * GB
+    gb = {k: v / GB for k, v in parts.items()} | {"CUDA context + slack": CUDA_CONTEXT_GB}
+    return peak / GB, gb
+
+
+def _suggestions(shape: ModelShape, settings: dict[str, Any], gpu_gb: float) -> list[str]:
+    """Single changes, in the order that costs the least learning, that bring the peak under gpu_gb."""
+    candidates: list[tuple[str, Any]] = []
+    if not settings["gradient_checkpointing"]:
+        candidates.append(("gradient_checkpointing", True))
+    if not settings["load_in_4bit"]:
+        candidates.append(("load_in_4bit", True))
+    for name in ("micro_batch", "prompts_per_step", "max_new_tokens", "group_size", "prompt_len"):
+        floor = 2 if name == "group_size" else 1 if name in ("micro_batch", "prompts_per_step") else 32
+        value = settings[name] // 2
+        while value >= floor:
+            candidates.append((name, value))
+            value //= 2
+    out, changed = [], set()
+    for name, value in candidates:
+        if name in changed:
+            continue
+        peak, _ = _peak(shape, settings | {name: value})
+        if peak <= gpu_gb:
+            out.append(f"{name} {settings[name]} -> {value} (est. {peak:.1f} GB)")
+            changed.add(name)  # the largest value of each setting that fits
+    if not out:
+        out.append(
+            "no single change of micro_batch, prompts_per_step, max_new_tokens or group_size fits: "
+            "combine them, or use a smaller model"
+        )
+    return out
