@@ -40,18 +40,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WARMUP = 1  # steps left out of the timing in each run (first-call allocation and lazy init)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runners import WARMUP, machine, peak_memory_mb, run_grpo_lite, run_trl, step_parts, versions  # noqa: E402
+
 LEARNING_STEPS = 30  # steps of the equal-learning check (the offline demo's task)
 VOCAB = 32_000
 SETTINGS = dict(  # the GRPOConfig both trainers run with (TRL's via scale_out.trl_args)
@@ -102,190 +103,6 @@ def build_bench_model(path: Path) -> Path:
     )
 
 
-# ---- one run, in a fresh process ------------------------------------------------------------------
-
-
-def peak_memory_mb() -> float:
-    """CUDA max allocated where a GPU is, else the process's peak RSS (grpo_lite.metrics)."""
-    import torch
-
-    from grpo_lite.metrics import peak_memory_mb as peak
-
-    return peak(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def run_grpo_lite(
-    model: str,
-    settings: dict[str, Any],
-    rows: list[dict[str, Any]],
-    reward: Callable[..., Any],
-    steps: int,
-    out: Path,
-    after: Callable[[Any, Any], Any] | None = None,
-) -> dict[str, Any]:
-    """Train with grpo-lite; per step: wall-clock end, reward, and where the time went; then
-    ``after(model, tokenizer)`` if given (its result under "after")."""
-    from grpo_lite import GRPOConfig, GRPOTrainer
-    from grpo_lite.callbacks import Callback
-
-    ends: list[float] = []
-
-    class Clock(Callback):
-        def on_train_begin(self, trainer: Any) -> None:
-            ends.append(time.perf_counter())
-
-        def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
-            ends.append(time.perf_counter())
-
-    cfg = GRPOConfig(model=model, output_dir=str(out), max_steps=steps, **settings)
-    trainer = GRPOTrainer(cfg, rows, [reward], callbacks=[Clock()], progress=False)
-    history = trainer.train()
-    n = cfg.prompts_per_step * cfg.group_size
-    parts = {k: [h[f"time/{k}"] for h in history] for k in ("generate", "reference", "optimizer")}
-    return {
-        "step_ends": ends,
-        "rewards": [h["reward"] for h in history],
-        "gen_tokens": [h["completion_len_mean"] * n for h in history],
-        "parts": with_policy(parts, ends),
-        "after": after(trainer.model, trainer.tokenizer) if after else None,
-    }
-
-
-def run_trl(
-    model: str,
-    settings: dict[str, Any],
-    rows: list[dict[str, Any]],
-    reward: Callable[..., Any],
-    steps: int,
-    out: Path,
-    after: Callable[[Any, Any], Any] | None = None,
-) -> dict[str, Any]:
-    """Train with TRL's GRPOTrainer at the same settings; the same per-step measurements.
-
-    Generation, the no-grad log-prob passes (reference) and the optimizer step are timed by wrapping
-    TRL's own methods (instrumentation only: nothing it computes changes); policy = the rest.
-    """
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, BitsAndBytesConfig, TrainerCallback
-    from trl import GRPOConfig as TRLConfig
-    from trl import GRPOTrainer as TRLTrainer
-
-    from grpo_lite import GRPOConfig
-    from grpo_lite.scale_out import trl_args
-
-    cuda = torch.cuda.is_available()
-    cfg = GRPOConfig(model=model, output_dir=str(out), max_steps=steps, **settings)
-    args = trl_args(cfg) | {
-        "output_dir": str(out),
-        "save_strategy": "no",
-        "use_cpu": not cuda,
-        "bf16": cuda and torch.cuda.is_bf16_supported(),
-        "fp16": cuda and not torch.cuda.is_bf16_supported(),
-        "disable_tqdm": True,
-    }
-    if cuda:  # grpo-lite's optimizer on CUDA (grpo_lite.optim); on the CPU both use torch's AdamW
-        args["optim"] = "paged_adamw_8bit"
-    ends: list[float] = []
-    rewards: list[float] = []
-    events: list[tuple[str, float, float]] = []  # (part, end time, seconds)
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, *a: Any, **k: Any) -> None:
-            ends.append(time.perf_counter())
-
-        def on_step_end(self, *a: Any, **k: Any) -> None:
-            sync()
-            ends.append(time.perf_counter())
-
-        def on_pre_optimizer_step(self, *a: Any, **k: Any) -> None:
-            sync()
-            self.t0 = time.perf_counter()
-
-        def on_optimizer_step(self, *a: Any, **k: Any) -> None:
-            sync()
-            events.append(("optimizer", time.perf_counter(), time.perf_counter() - self.t0))
-
-        def on_log(
-            self, _args: Any, _state: Any, _control: Any, logs: dict[str, float] | None = None, **k: Any
-        ):
-            if logs and "reward" in logs:
-                rewards.append(logs["reward"])
-
-    dtype = torch.bfloat16 if args["bf16"] else torch.float16 if args["fp16"] else torch.float32
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtype,
-    )
-    trainer = TRLTrainer(
-        model=model,
-        reward_funcs=[reward],
-        args=TRLConfig(**args),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(model, padding_side="left"),
-        peft_config=LoraConfig(
-            task_type="CAUSAL_LM", r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-            target_modules="all-linear",
-        ),
-        quantization_config=quant,
-        callbacks=[Clock()],
-    )  # fmt: skip
-    gen_tokens: list[int] = []
-    generate_inner, logps_inner = trainer._generate_single_turn, trainer._get_per_token_logps_and_entropies
-
-    def timed_generate(*a: Any, **k: Any) -> Any:
-        sync()
-        t0 = time.perf_counter()
-        completion_ids, logprobs = generate_inner(*a, **k)
-        sync()
-        events.append(("generate", time.perf_counter(), time.perf_counter() - t0))
-        gen_tokens.append(sum(len(c) for c in completion_ids))
-        return completion_ids, logprobs
-
-    def timed_logps(*a: Any, **k: Any) -> Any:
-        if torch.is_grad_enabled():  # the policy pass: part of "policy"
-            return logps_inner(*a, **k)
-        sync()
-        t0 = time.perf_counter()
-        result = logps_inner(*a, **k)
-        sync()
-        events.append(("reference", time.perf_counter(), time.perf_counter() - t0))
-        return result
-
-    trainer._generate_single_turn = timed_generate  # type: ignore[method-assign]
-    trainer._get_per_token_logps_and_entropies = timed_logps  # type: ignore[method-assign]
-    trainer.train()
-    parts = {k: _per_step(events, ends, k) for k in ("generate", "reference", "optimizer")}
-    return {
-        "step_ends": ends,
-        "rewards": rewards,
-        "gen_tokens": gen_tokens,
-        "parts": with_policy(parts, ends),
-        "after": after(trainer.model, trainer.processing_class) if after else None,
-    }
-
-
-def with_policy(parts: dict[str, list[float]], ends: list[float]) -> dict[str, list[float]]:
-    """Add "policy": each step's wall-clock time less its generate, reference and optimizer parts
-    (the policy forward + backward, plus scoring and logging), measured the same way for both."""
-    steps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
-    return parts | {"policy": [s - sum(v[i] for v in parts.values()) for i, s in enumerate(steps)]}
-
-
-def _per_step(events: list[tuple[str, float, float]], ends: list[float], part: str) -> list[float]:
-    """Seconds of ``part`` inside each step (events binned by the step they ended in)."""
-    return [
-        sum(s for p, t, s in events if p == part and a < t <= b) for a, b in zip(ends, ends[1:], strict=False)
-    ]
-
-
 def worker(impl: str, model: str, steps: int, out_json: Path) -> None:
     run = run_grpo_lite if impl == "grpo-lite" else run_trl
     with tempfile.TemporaryDirectory() as tmp:
@@ -324,20 +141,6 @@ def learning_worker(impl: str, steps: int, seed: int, out_json: Path) -> None:
 # ---- the comparison --------------------------------------------------------------------------------
 
 
-def step_parts(run: dict[str, Any]) -> dict[str, Any]:
-    """One run's medians over its timed steps (the first WARMUP left out): seconds per step and per
-    part, generated tokens per second of generation, and its peak memory."""
-    ends = run["step_ends"][WARMUP:]
-    timed = slice(WARMUP, None)
-    gen = run["parts"]["generate"][timed]
-    return {
-        "step_seconds_median": statistics.median(b - a for a, b in zip(ends, ends[1:], strict=False)),
-        "parts_median": {k: statistics.median(v[timed]) for k, v in run["parts"].items()},
-        "gen_tokens_per_sec": sum(run["gen_tokens"][timed]) / sum(gen),
-        "peak_mem_mb": run["peak_mem_mb"],
-    }
-
-
 def summarize(runs: list[dict[str, Any]], last: int) -> dict[str, Any]:
     """Over several runs of one trainer: the median per-step seconds over all timed steps, medians of
     the per-run peak memory and tokens/s, per-part medians, and the mean reward of the first step
@@ -359,29 +162,6 @@ def summarize(runs: list[dict[str, Any]], last: int) -> dict[str, Any]:
         "first_reward_mean": statistics.fmean(r["rewards"][0] for r in runs),
         "final_reward_mean": statistics.fmean(x for r in runs for x in r["rewards"][-last:]),
     }
-
-
-def machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {os.cpu_count()} cores, {cpu}"
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    names = ("torch", "transformers", "peft", "bitsandbytes", "trl", "grpo-lite")
-    return {n: md.version(n) for n in names}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_trl import machine, peak_memory_mb, run_grpo_lite, run_trl, step_parts, versions  # noqa: E402
+from runners import machine, peak_memory_mb, run_grpo_lite, run_trl, step_parts, versions  # noqa: E402
 
 # The shapes of Qwen/Qwen2.5-{0.5B,1.5B}-Instruct's config.json.
 QWEN = {

@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 
 import compare_trl  # noqa: E402
 import gpu  # noqa: E402
+import runners  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -31,9 +32,7 @@ def test_even_unused_share(text, expected):
 
 
 def _run(ends, generate, reference, optimizer, rewards, tokens, peak):
-    parts = compare_trl.with_policy(
-        {"generate": generate, "reference": reference, "optimizer": optimizer}, ends
-    )
+    parts = runners.with_policy({"generate": generate, "reference": reference, "optimizer": optimizer}, ends)
     return {"step_ends": ends, "parts": parts, "rewards": rewards, "gen_tokens": tokens, "peak_mem_mb": peak}
 
 
@@ -47,7 +46,7 @@ def test_policy_is_the_rest_of_each_step():
 def test_summaries_by_hand():
     a = _run([0.0, 10.0, 13.0, 17.0], [4, 1, 2], [0, 0, 0], [1, 1, 1], [0.1, 0.2, 0.3], [100, 60, 80], 500)
     b = _run([0.0, 9.0, 11.0, 16.0], [4, 1, 3], [0, 0, 0], [1, 1, 1], [0.2, 0.4, 0.6], [100, 40, 90], 700)
-    one = compare_trl.step_parts(a)  # warm-up step left out: steps of 3 s and 4 s
+    one = runners.step_parts(a)  # warm-up step left out: steps of 3 s and 4 s
     assert one["step_seconds_median"] == 3.5
     assert one["gen_tokens_per_sec"] == pytest.approx((60 + 80) / (1 + 2))
     assert one["parts_median"]["generate"] == 1.5
@@ -118,7 +117,7 @@ def _check_run(result, steps, n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", [compare_trl.run_grpo_lite, compare_trl.run_trl], ids=["grpo-lite", "trl"])
+@pytest.mark.parametrize("run", [runners.run_grpo_lite, runners.run_trl], ids=["grpo-lite", "trl"])
 def test_each_trainer_run_is_measured_at_the_same_settings(run, tiny_model_path, tmp_path):
     rows = [{"prompt": f"{i}+{i}="} for i in range(8)]
     result = run(str(tiny_model_path), SMALL, rows, digit_share, 3, tmp_path / "run", _greedy_accuracy)
