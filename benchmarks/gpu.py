@@ -1,11 +1,21 @@
 """grpo-lite and TRL on a CUDA GPU: Qwen2.5-0.5B/1.5B-Instruct in 4-bit + LoRA, G = 8, 256/512 tokens.
 
-    python benchmarks/gpu.py [--models 0.5b,1.5b] [--tokens 256,512] [--steps 4] [--no-trl] [--json PATH]
+    python benchmarks/gpu.py [--runs "0.5b:256:merged,16bit,before,trl;1.5b:512:lean,merged"]
+                             [--steps 2] [--rollouts N] [--budget-s S] [--json PATH]
 
-For each model and completion length, one fresh process per trainer: peak VRAM
-(``torch.cuda.max_memory_allocated``), generated tokens per second, and seconds per step split into
-generate / reference / policy (forward + backward) / optimizer; the memory planner's estimate
-beside the measured peak. Both trainers run the same settings (``SETTINGS`` below, mapped to TRL by
+Each run (model : new tokens : what to run) starts one fresh process per grpo-lite variant and for
+TRL (``trl``). The default plan took about 400 s on an H200 (the sum of its parts as measured in
+benchmarks/RESULTS.md), inside the 8 minutes one command may take; ``--budget-s`` (default 420)
+starts no new process after that many seconds, whatever the plan. For each process: peak
+VRAM (``torch.cuda.max_memory_allocated``), generated tokens per second, and seconds per step
+split into generate / reference / policy (forward + backward) / optimizer; the memory planner's
+estimate beside the measured peak. The grpo-lite variants (``VARIANTS``), each adding one change:
+``before`` (the fp32 residual stream that peft's k-bit preparation leaves, transformers'
+``generate`` on the 4-bit adapter model), ``16bit`` (embeddings, norms, head, activations and KV
+cache in the 16-bit compute dtype), ``lean`` (+ grpo-lite's decode loop and sampler), ``merged``
+(+ sampling from the merged 16-bit copy: today's default where it fits). ``--rollouts N``
+also times rollouts alone for N prompts x G (one process per model: adapter with ``generate``, the
+lean loop without and with the shared prefill, merged). Both trainers run the same settings (``SETTINGS`` below, mapped to TRL by
 ``grpo_lite.scale_out.trl_args``; both use bitsandbytes' paged 8-bit AdamW), on GSM8K-style chat
 prompts, with beta = 0.04 so that the reference pass (base = adapters off) is part of every step,
 and with a dense reward (the share of digits in a completion), so that no group ties and
@@ -104,7 +114,10 @@ def random_weights_model(size: str, folder: Path) -> Path:
     config = Qwen2Config(**shape, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                          bos_token_id=None, max_position_embeddings=4096)  # fmt: skip
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    ):  # random init of 1.5B: seconds on a GPU
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
@@ -124,106 +137,256 @@ def resolve_model(size: str, folder: Path, random_weights: bool) -> tuple[str, s
     return str(random_weights_model(size, folder)), "random weights, real config"
 
 
-def planned_peak_gb(model: str, max_new_tokens: int) -> float:
+DEFAULT_RUNS = "0.5b:256:merged,16bit,before,trl;1.5b:512:lean,merged"
+# Each grpo-lite variant adds one change to the one before; "fp32_stream" rebuilds the path before it.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": {"sampler": "transformers", "rollout_weights": "adapter", "fp32_stream": True},
+    "16bit": {"sampler": "transformers", "rollout_weights": "adapter"},
+    "lean": {"sampler": "grpo_lite", "rollout_weights": "adapter"},
+    "merged": {"sampler": "grpo_lite", "rollout_weights": "merged"},
+}
+
+
+def planned_peak_gb(model: Any, max_new_tokens: int, rollout_weights: str = "adapter") -> float:
     from grpo_lite.memory import CUDA_CONTEXT_GB, plan_memory
 
     plan = plan_memory(
         model, group_size=SETTINGS["group_size"], max_new_tokens=max_new_tokens,
         prompt_len=SETTINGS["max_prompt_tokens"], lora_rank=SETTINGS["lora_rank"], load_in_4bit=True,
         micro_batch=SETTINGS["micro_batch_size"], prompts_per_step=SETTINGS["prompts_per_step"], gpu_gb=80,
+        rollout_weights=rollout_weights,
     )  # fmt: skip
     return plan.peak_gb - CUDA_CONTEXT_GB  # max_memory_allocated does not see the CUDA context
 
 
 def worker(impl: str, model: str, max_new_tokens: int, steps: int, out: Path, device: str) -> None:
     settings = SETTINGS | {"max_new_tokens": max_new_tokens, "device": device}
-    run = run_grpo_lite if impl == "grpo-lite" else run_trl
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(model, settings, gsm8k_style_rows(), digit_share, steps, Path(tmp) / "run")
+        if impl == "trl":
+            result = run_trl(model, settings, gsm8k_style_rows(), digit_share, steps, Path(tmp) / "run")
+        else:
+            variant = dict(VARIANTS[impl])
+            fp32_stream = variant.pop("fp32_stream", False)
+            result = run_grpo_lite(model, settings | variant, gsm8k_style_rows(), digit_share, steps,
+                                   Path(tmp) / "run", fp32_stream=fp32_stream)  # fmt: skip
     result["peak_mem_mb"] = peak_memory_mb()  # CUDA max allocated; peak RSS in a CPU smoke run
     out.write_text(json.dumps(result))
 
 
+def rollout_worker(model: str, prompts: int, max_new_tokens: int, out: Path, device: str) -> None:
+    """Rollouts alone, B = ``prompts`` x G, every completion to ``max_new_tokens`` (random weights
+    never sample the EOS): generated tokens per second of each sampling road, best of 2 after a
+    short warm-up, in one process on one loaded 16-bit policy."""
+    import time
+
+    import torch
+
+    from grpo_lite import GRPOConfig
+    from grpo_lite.decode import decode
+    from grpo_lite.model import load_policy
+    from grpo_lite.rollout import Sampling, _eos_ids, _transformers_generate, encode_prompts, render_prompt
+    from grpo_lite.rollout_weights import make_rollout_weights
+
+    cfg = GRPOConfig(model=model, output_dir=str(out.parent), device=device, **SETTINGS)
+    policy, tok = load_policy(cfg)
+    dtype = policy.get_base_model().get_input_embeddings().weight.dtype
+    texts = [render_prompt(r["prompt"], tok) for r in gsm8k_style_rows()[:prompts]]
+    ids, mask = encode_prompts(texts, tok, max_prompt_tokens=256, chat=[True] * len(texts))
+    ids, mask = ids.to(policy.device), mask.to(policy.device)
+    G, eos = SETTINGS["group_size"], _eos_ids(policy, tok)
+    merged = make_rollout_weights(policy, choice="merged", dtype=dtype)
+
+    def lean(model: Any, T: int, share: bool = True) -> torch.Tensor:
+        return decode(model, ids, mask, group_size=G, max_new_tokens=T, temperature=1.0, top_k=0, top_p=1.0,
+                      eos_ids=eos, pad_id=tok.pad_token_id, share_prefill=share)  # fmt: skip
+
+    def hf(model: Any, T: int) -> torch.Tensor:
+        return _transformers_generate(model, tok, ids, mask, group_size=G, sampling=Sampling(1.0, 1.0, 0, T),
+                                      eos_ids=eos, stop_strings=())  # fmt: skip
+
+    roads = {
+        "adapter, transformers generate": lambda T: hf(policy, T),
+        "adapter, lean loop, no shared prefill": lambda T: lean(policy, T, share=False),
+        "adapter, lean loop": lambda T: lean(policy, T),
+        "merged, transformers generate": lambda T: hf(merged.current(), T),
+        "merged, lean loop": lambda T: lean(merged.current(), T),
+    }
+    policy.eval()
+    result: dict[str, Any] = {"prompts": prompts, "group_size": G, "max_new_tokens": max_new_tokens}
+    for name, run in roads.items():
+        run(8)  # warm-up: allocator, kernels
+        times = []
+        for _ in range(2):
+            _sync_device()
+            t0 = time.perf_counter()
+            tokens = run(max_new_tokens)
+            _sync_device()
+            times.append(time.perf_counter() - t0)
+        result[name] = {"seconds": min(times), "tokens": int(tokens.numel()),
+                        "tokens_per_sec": tokens.numel() / min(times)}  # fmt: skip
+        print(f"    {name}: {result[name]['tokens_per_sec']:.0f} tokens/s", flush=True)
+    result["merged copy GB"] = merged.copy_bytes / 2**30
+    result["peak_mem_mb"] = peak_memory_mb()
+    out.write_text(json.dumps(result))
+
+
+def _sync_device() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="0.5b,1.5b")
-    p.add_argument("--tokens", default="256,512")
-    p.add_argument("--steps", type=int, default=4, help="steps per run; the first is warm-up (default 4)")
-    p.add_argument("--no-trl", action="store_true", help="grpo-lite only")
+    p.add_argument("--runs", default=DEFAULT_RUNS,
+                   help=f"MODEL:TOKENS:WHAT[,WHAT...] separated by ';', WHAT in {[*VARIANTS, 'trl']} "
+                        "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=2, help="steps per process; the first is warm-up (default 2)")
+    p.add_argument("--rollouts", type=int, default=0, metavar="N",
+                   help="also time rollouts alone for N prompts x G, each model at its first tokens (0: skip)")  # fmt: skip
+    p.add_argument("--budget-s", type=float, default=420,
+                   help="start no new process after this many seconds (0: none; default %(default)s)")  # fmt: skip
     p.add_argument("--random-weights", action="store_true", help="do not try the Hub")
     p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "grpo-lite-gpu-bench")
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--json", type=Path, default=None, help="written after every run, so a cut run keeps its rows"
+    )
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                   help="cpu: a smoke run of this script (with --models tiny), not a benchmark")  # fmt: skip
+                   help="cpu: a smoke run of this script (with --runs tiny:...), not a benchmark")  # fmt: skip
     p.add_argument("--worker", nargs=3, metavar=("IMPL", "MODEL", "TOKENS"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--rollout-worker", nargs=3, metavar=("MODEL", "PROMPTS", "TOKENS"), help=argparse.SUPPRESS
+    )
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         worker(a.worker[0], a.worker[1], int(a.worker[2]), a.steps, a.out, a.device)
         return {}
+    if a.rollout_worker:
+        rollout_worker(
+            a.rollout_worker[0], int(a.rollout_worker[1]), int(a.rollout_worker[2]), a.out, a.device
+        )
+        return {}
+    import time
+
     import torch
 
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py needs a CUDA GPU; on a CPU run benchmarks/compare_trl.py instead")
+    plan = parse_runs(a.runs)
     a.model_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    impls = ("grpo-lite",) if a.no_trl else ("grpo-lite", "trl")
+    start = time.perf_counter()
+    result: dict[str, Any] = {"machine": machine(), "versions": versions(), "settings": SETTINGS,
+                              "steps": a.steps, "rows": [], "rollouts": []}  # fmt: skip
+
+    def over_budget(what: str) -> bool:
+        if a.budget_s and time.perf_counter() - start > a.budget_s:
+            print(f"  {what}: skipped (past --budget-s {a.budget_s:g} s)", flush=True)
+            return True
+        return False
+
+    def save() -> None:
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
-        for size in a.models.split(","):
-            model, source = resolve_model(size, a.model_dir, a.random_weights)
-            for tokens in (int(t) for t in a.tokens.split(",")):
-                row: dict[str, Any] = {"model": HUB_ID[size], "source": source, "max_new_tokens": tokens,
-                                       "planned_peak_gb": planned_peak_gb(model, tokens)}  # fmt: skip
-                for impl in impls:
-                    out = Path(tmp) / f"{impl}-{size}-{tokens}.json"
-                    cmd = [sys.executable, __file__, "--worker", impl, model, str(tokens), "--steps", str(a.steps), "--device", a.device, "--out", str(out)]  # fmt: skip
-                    proc = subprocess.run(
-                        cmd,
-                        capture_output=True,
-                        text=True,
-                        env=os.environ | {"TOKENIZERS_PARALLELISM": "false"},
-                    )
-                    if proc.returncode:
-                        row[impl] = {"error": proc.stderr[-2000:]}
-                        print(f"  {impl} {size} {tokens}: FAILED\n{proc.stderr[-2000:]}", flush=True)
-                        continue
+        models: dict[str, tuple[str, str]] = {}
+        for size, tokens, impls in plan:
+            if size not in models:
+                models[size] = resolve_model(size, a.model_dir, a.random_weights)
+                if a.rollouts and not over_budget(f"rollouts {size}"):
+                    result["rollouts"].append(_rollouts(size, *models[size], tokens, a, Path(tmp)))
+                    save()
+            model, source = models[size]
+            row: dict[str, Any] = {"model": HUB_ID[size], "source": source, "max_new_tokens": tokens,
+                                   "planned_peak_gb": planned_peak_gb(model, tokens),
+                                   "planned_peak_gb_merged": planned_peak_gb(model, tokens, "merged")}  # fmt: skip
+            result["rows"].append(row)
+            for impl in impls:
+                if over_budget(f"{impl} {size} {tokens}"):
+                    continue
+                out = Path(tmp) / f"{impl}-{size}-{tokens}.json"
+                proc = _run([sys.executable, __file__, "--worker", impl, model, str(tokens), "--steps",
+                             str(a.steps), "--device", a.device, "--out", str(out)])  # fmt: skip
+                if proc.returncode:
+                    row[impl] = {"error": proc.stderr[-2000:]}
+                    print(f"  {impl} {size} {tokens}: FAILED\n{proc.stderr[-2000:]}", flush=True)
+                else:
                     row[impl] = step_parts(json.loads(out.read_text()))
                     print(f"  {impl:9s} {size} x {tokens} tokens: {row[impl]['step_seconds_median']:.2f} s/step, "
+                          f"{row[impl]['gen_tokens_per_sec']:.0f} tokens/s, "
                           f"{row[impl]['peak_mem_mb'] / 1024:.2f} GB", flush=True)  # fmt: skip
-                rows.append(row)
-    result = {
-        "machine": machine(),
-        "versions": versions(),
-        "settings": SETTINGS,
-        "steps": a.steps,
-        "rows": rows,
-    }
+                save()
+    result["seconds"] = time.perf_counter() - start
     print(table(result))
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     return result
+
+
+def parse_runs(spec: str) -> list[tuple[str, int, list[str]]]:
+    """``"0.5b:256:merged,trl;1.5b:512:lean"`` -> [("0.5b", 256, ["merged", "trl"]), ("1.5b", 512, ["lean"])]."""
+    plan = []
+    for part in (p.strip() for p in spec.split(";") if p.strip()):
+        try:
+            size, tokens, what = part.split(":")
+            impls = [w for w in what.split(",") if w]
+            plan.append((size, int(tokens), impls))
+        except ValueError:
+            sys.exit(f"--runs: {part!r} is not MODEL:TOKENS:WHAT[,WHAT...]")
+        unknown = sorted({size} - set(QWEN)) + sorted(set(impls) - {*VARIANTS, "trl"})
+        if unknown:
+            sys.exit(f"--runs: unknown {unknown}; models {list(QWEN)}, runs {[*VARIANTS, 'trl']}")
+    return plan
+
+
+def _rollouts(size: str, model: str, source: str, tokens: int, a: Any, tmp: Path) -> dict[str, Any]:
+    out = tmp / f"rollouts-{size}.json"
+    proc = _run([sys.executable, __file__, "--rollout-worker", model, str(a.rollouts), str(tokens),
+                 "--device", a.device, "--out", str(out)])  # fmt: skip
+    entry = {"model": HUB_ID[size], "source": source}
+    return entry | (json.loads(out.read_text()) if proc.returncode == 0 else {"error": proc.stderr[-2000:]})
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
 def table(r: dict[str, Any]) -> str:
     lines = [f"machine: {r['machine']}", "",
-             "| model (weights) | tokens | trainer | s/step | generate | reference | policy | optimizer | tokens/s | peak VRAM GB | planned GB |",
+             "| model (weights) | tokens | run | s/step | generate | reference | policy | optimizer | tokens/s | peak VRAM GB | planned GB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in r["rows"]:
-        for impl in ("grpo-lite", "trl"):
+        for impl in [*VARIANTS, "trl"]:
             m = row.get(impl)
             if m is None:
                 continue
-            head = f"| {row['model']} ({row['source']}) | {row['max_new_tokens']} | {impl} "
+            name = impl if impl == "trl" else f"grpo-lite {impl}"
+            head = f"| {row['model']} ({row['source']}) | {row['max_new_tokens']} | {name} "
             if "error" in m:
                 lines.append(head + "| failed | | | | | | | |")
                 continue
+            planned = {"merged": row.get("planned_peak_gb_merged"), "before": None, "trl": None}.get(
+                impl, row["planned_peak_gb"]
+            )
             parts = m["parts_median"]
             lines.append(
                 head
                 + f"| {m['step_seconds_median']:.2f} | {parts['generate']:.2f} | {parts['reference']:.2f} | "
                 f"{parts['policy']:.2f} | {parts['optimizer']:.2f} | {m['gen_tokens_per_sec']:.0f} | "
-                f"{m['peak_mem_mb'] / 1024:.2f} | {row['planned_peak_gb']:.2f} |"
+                f"{m['peak_mem_mb'] / 1024:.2f} | {'-' if planned is None else f'{planned:.2f}'} |"
             )
+    for roll in r.get("rollouts", []):
+        lines += ["", f"rollouts alone, {roll['model']} ({roll['source']}):"]
+        if "error" in roll:
+            lines.append("failed: " + roll["error"][-500:])
+            continue
+        lines += [f"{roll['prompts']} prompts x G = {roll['group_size']} x {roll['max_new_tokens']} new tokens",
+                  "| sampling road | tokens/s | seconds |", "|---|---|---|"]  # fmt: skip
+        for name, m in roll.items():
+            if isinstance(m, dict):
+                lines.append(f"| {name} | {m['tokens_per_sec']:.0f} | {m['seconds']:.2f} |")
     return "\n".join(lines)
 
 

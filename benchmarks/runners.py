@@ -37,11 +37,14 @@ def run_grpo_lite(
     steps: int,
     out: Path,
     after: Callable[[Any, Any], Any] | None = None,
+    fp32_stream: bool = False,
 ) -> dict[str, Any]:
     """Train with grpo-lite; per step: wall-clock end, reward, and where the time went; then
-    ``after(model, tokenizer)`` if given (its result under "after")."""
+    ``after(model, tokenizer)`` if given (its result under "after"). ``fp32_stream``: the path before
+    16-bit activations (see :func:`upcast_like_peft`), for comparison."""
     from grpo_lite import GRPOConfig, GRPOTrainer
     from grpo_lite.callbacks import Callback
+    from grpo_lite.model import load_policy
 
     ends: list[float] = []
 
@@ -53,7 +56,11 @@ def run_grpo_lite(
             ends.append(time.perf_counter())
 
     cfg = GRPOConfig(model=model, output_dir=str(out), max_steps=steps, **settings)
-    trainer = GRPOTrainer(cfg, rows, [reward], callbacks=[Clock()], progress=False)
+    preloaded: dict[str, Any] = {}
+    if fp32_stream:
+        policy, tokenizer = load_policy(cfg)
+        preloaded = {"model": upcast_like_peft(policy), "tokenizer": tokenizer}
+    trainer = GRPOTrainer(cfg, rows, [reward], callbacks=[Clock()], progress=False, **preloaded)
     history = trainer.train()
     n = cfg.prompts_per_step * cfg.group_size
     parts = {k: [h[f"time/{k}"] for h in history] for k in ("generate", "reference", "optimizer")}
@@ -64,6 +71,18 @@ def run_grpo_lite(
         "parts": with_policy(parts, ends),
         "after": after(trainer.model, trainer.tokenizer) if after else None,
     }
+
+
+def upcast_like_peft(model: Any) -> Any:
+    """Cast every 16-bit parameter that is not 4-bit to float32, as peft's
+    ``prepare_model_for_kbit_training`` does (and grpo-lite did before ``precision.py``): embeddings,
+    norms and head in fp32, so the residual stream, attention and KV cache run in fp32 too."""
+    import torch
+
+    for param in model.parameters():
+        if param.dtype in (torch.float16, torch.bfloat16) and type(param).__name__ != "Params4bit":
+            param.data = param.data.float()
+    return model
 
 
 def run_trl(
@@ -262,4 +281,10 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     names = ("torch", "transformers", "peft", "bitsandbytes", "trl", "grpo-lite")
-    return {n: md.version(n) for n in names}
+    found = {}
+    for n in names:
+        try:
+            found[n] = md.version(n)
+        except md.PackageNotFoundError:  # grpo-lite run from a checkout without installing it
+            found[n] = "source checkout" if n == "grpo-lite" else "not installed"
+    return found

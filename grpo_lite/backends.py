@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from grpo_lite.config import GRPOConfig
+from grpo_lite.precision import DTYPES
 
 log = logging.getLogger(__name__)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -70,7 +71,7 @@ def load_with_unsloth(cfg: GRPOConfig) -> tuple[Any, Any]:
         model_name=cfg.adapter or cfg.model,
         max_seq_length=cfg.max_prompt_tokens + cfg.max_new_tokens,
         load_in_4bit=cfg.load_in_4bit,
-        dtype=None,  # Unsloth picks bf16 or fp16 for the GPU
+        dtype=None if cfg.compute_dtype == "auto" else DTYPES[cfg.compute_dtype],  # None: Unsloth picks
     )
     if not cfg.adapter:
         target = cfg.lora_target_modules

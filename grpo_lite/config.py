@@ -19,6 +19,9 @@ AdvantageScale = Literal["group", "batch", "none"]
 Baseline = Literal["mean", "leave_one_out"]
 ImportanceLevel = Literal["token", "sequence"]
 Scheduler = Literal["constant", "linear", "cosine"]
+ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
+RolloutWeights = Literal["auto", "merged", "adapter"]
+Sampler = Literal["grpo_lite", "transformers"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,11 @@ class GRPOConfig:
     """Hugging Face Hub id (``"Qwen/Qwen2.5-0.5B-Instruct"``) or local path of a causal language model."""
 
     output_dir: str = "runs/grpo"
-    """Run directory: config, metrics.jsonl, checkpoints/, adapter/ (see DESIGN.md)."""
+    """Run directory: config, metrics.jsonl, checkpoints/, adapter/ (see the README's "The run directory")."""
 
     backend: Backend = "auto"
-    """``"transformers"``; ``"unsloth"`` (needs a CUDA GPU and the package); ``"auto"`` picks transformers."""
+    """``"transformers"``; ``"unsloth"`` (needs a CUDA GPU and the package); ``"auto"`` picks Unsloth when it
+    is installed and a CUDA GPU is present, else transformers."""
 
     adapter: str | None = None
     """An existing LoRA adapter (peft layout) to continue training. The reference stays the *base*
@@ -51,6 +55,12 @@ class GRPOConfig:
 
     lora_target_modules: str | tuple[str, ...] = "all-linear"
     """Modules that get LoRA: ``"all-linear"`` (every linear layer but the output head) or module names."""
+
+    compute_dtype: ComputeDtype = "auto"
+    """dtype of the activations, attention, KV cache, embeddings and output head: ``"auto"`` picks
+    bfloat16 on GPUs that support it (Ampere and newer), float16 on older ones (a T4), float32 on the
+    CPU. LoRA weights, their gradients, the optimizer state, softmax and the loss stay float32;
+    float16 adds dynamic loss scaling."""
 
     gradient_checkpointing: bool = True
     """Recompute activations in backward instead of storing them: much less memory, ~30% more time."""
@@ -85,6 +95,16 @@ class GRPOConfig:
 
     stop_strings: tuple[str, ...] = ()
     """Generation stops after any of these strings, in addition to the EOS token."""
+
+    rollout_weights: RolloutWeights = "auto"
+    """What samples the rollouts: ``"merged"``, a copy of every linear layer in the compute dtype with
+    the LoRA folded in (refreshed before every rollout; fast, costs that copy's memory);
+    ``"adapter"``, the 4-bit model with its LoRA layers; ``"auto"``, merged when the memory planner
+    says the copy fits. Log-probs for the loss always come from the adapter model."""
+
+    sampler: Sampler = "grpo_lite"
+    """Decode loop: ``"grpo_lite"`` (one prefill per prompt shared by its G samples, Gumbel-max
+    sampling, no per-token work the loss does not need) or ``"transformers"`` (``model.generate``)."""
 
     # ---- objective -----------------------------------------------------------------------------
     loss_type: LossType = "grpo"

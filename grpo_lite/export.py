@@ -52,6 +52,7 @@ def run_info(source: Path) -> dict[str, Any]:
             data = json.loads((source / name).read_text())
             info["config"] = data.get("config", {})
             info["backend"] = data.get("backend")
+            info["compute_dtype"] = data.get("compute_dtype")
             sources = data.get("reward_sources", {})
             info["rewards"] = [
                 r | {"source": sources.get(r["name"], r.get("source", ""))} for r in data.get("rewards", [])
@@ -106,7 +107,12 @@ def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None 
         "",
     ]
     lines += [f"A LoRA adapter trained with grpo-lite (GRPO, DeepSeekMath arXiv 2402.03300) on `{base}`."]
-    lines += [f"Model loaded with the {info['backend']} backend.", ""] if info.get("backend") else [""]
+    loaded = [f"Model loaded with the {info['backend']} backend."] if info.get("backend") else []
+    if info.get("compute_dtype"):
+        loaded.append(
+            f"Trained in {info['compute_dtype']} compute (LoRA weights and optimizer state in float32)."
+        )
+    lines += [" ".join(loaded), ""] if loaded else [""]
     if curve:
         lines += [f"![reward curve]({curve})", ""]
     lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]

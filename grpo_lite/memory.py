@@ -9,12 +9,15 @@ The estimate follows what the engine does (``model.load_policy``, ``rollout.gene
 ``logprobs.completion_logprobs``):
 
 - 4-bit NF4 with double quantization stores 4.127 bits per weight of every linear layer but the
-  output head; the embeddings, the output head and the norms are not quantized, and peft's
-  ``prepare_model_for_kbit_training`` casts them to fp32.
+  output head; the embeddings, the output head and the norms are not quantized and stay in the
+  compute dtype (``precision.prepare_for_training``): 2 bytes in bfloat16/float16, 4 in float32.
 - LoRA weights and their gradients are fp32; AdamW keeps two fp32 moments per weight (bitsandbytes'
-  8-bit AdamW on CUDA: two bytes).
+  8-bit AdamW on CUDA: two bytes). float16's loss scaler holds two scalars: nothing to count.
 - Generation samples all ``prompts_per_step x group_size`` completions at once: the KV cache holds
-  K and V for every layer, key-value head and position, in the compute dtype.
+  K and V for every layer, key-value head and position, in the compute dtype; the sampler holds the
+  last position's logits in the compute dtype and three fp32 copies (scaled, noise, noisy).
+- ``rollout_weights="merged"`` keeps a copy of every linear layer in the compute dtype, resident
+  for the whole run (embeddings, norms and head are shared, not copied).
 - The training pass runs ``micro_batch`` sequences of ``prompt_len + max_new_tokens`` tokens; with
   gradient checkpointing it keeps each layer's input and recomputes one layer at a time.
 - Log-probs never materialise the full logits: one slice of about 64 MB (``logprobs.CHUNK_BYTES``).
@@ -98,6 +101,8 @@ class MemoryPlan:
     def __str__(self) -> str:
         width = max(len(k) for k in self.parts)
         lines = [f"{k:<{width}}  {v:6.2f} GB" for k, v in self.parts.items()]
+        if "rollout_weights" in self.settings:
+            lines.append(f"(rollout weights: {self.settings['rollout_weights']})")
         verdict = "fits" if self.fits else "does NOT fit"
         lines.append(
             f"{'estimated peak':<{width}}  {self.peak_gb:6.2f} GB -> {verdict} on a {self.gpu_gb:g} GB GPU"
@@ -131,13 +136,18 @@ def estimate_parts(
     prompts_per_step: int = 1,
     gradient_checkpointing: bool = True,
     device: str = "cuda",
+    compute_dtype: str = "auto",
+    rollout_weights: str = "adapter",
 ) -> dict[str, float]:
-    """Each part of the peak, in bytes. ``device="cpu"`` uses fp32 compute and fp32 AdamW states."""
-    act = 2 if device == "cuda" else 4  # compute dtype bytes: bf16/fp16 on a GPU, fp32 on the CPU
+    """Each part of the peak, in bytes.
+
+    ``device`` sets the optimizer (8-bit AdamW on ``"cuda"``, fp32 AdamW on ``"cpu"``) and what
+    ``compute_dtype="auto"`` means (16-bit on a GPU, fp32 on the CPU).
+    """
+    act = compute_bytes(compute_dtype, device)
     h, i, L, V = shape.hidden, shape.intermediate, shape.layers, shape.vocab
     linear = shape.linear_params * (NF4_BYTES_PER_WEIGHT if load_in_4bit else act)
-    # prepare_model_for_kbit_training casts what is not quantized (embeddings, head, norms) to fp32
-    embeddings = shape.embedding_params * (4 if load_in_4bit else act)
+    embeddings = shape.embedding_params * act  # embeddings, head (and norms) stay in the compute dtype
     lora = shape.lora_params(lora_rank)
     adam_state = 2 if device == "cuda" else 8  # 8-bit paged AdamW on CUDA, fp32 AdamW on the CPU
     seq = prompt_len + max_new_tokens
@@ -147,7 +157,7 @@ def estimate_parts(
     # activation outputs, and LoRA's rank-r intermediates. Counted in values of the compute dtype.
     per_layer_token = 10 * h + 4 * i + 14 * lora_rank
     one_layer = tokens * per_layer_token * act
-    final_norm_input = tokens * h * act
+    final_norm_input = tokens * h * 4  # the final norm keeps its float32 upcast for backward
     if gradient_checkpointing:  # each layer's input kept, one layer's activations recomputed at a time
         activations = L * tokens * h * act + one_layer + final_norm_input
     else:
@@ -158,14 +168,25 @@ def estimate_parts(
     logprob = CHUNK_BYTES * 3 + 2 * gathered  # one slice of logits, its softmax and its grad
     n_gen = prompts_per_step * group_size
     kv = 2 * L * shape.kv_heads * shape.head_dim * seq * n_gen * act
-    generation = kv + n_gen * V * 4 * 3  # + last-position logits, fp32, and sampling's copies
+    generation = kv + n_gen * V * (act + 4 * 3)  # + last-position logits and the sampler's fp32 copies
     return {
         "weights": linear + embeddings,
         "lora + grads + optimizer": lora * (4 + 4 + adam_state),
+        "rollout copy (merged)": shape.linear_params * act if rollout_weights == "merged" else 0,
         "activations (training pass)": activations + dequantized,
         "log-prob chunk": logprob,
         "generation (KV cache)": generation,
     }
+
+
+def compute_bytes(compute_dtype: str, device: str = "cuda") -> int:
+    """Bytes per value of the compute dtype (``GRPOConfig.compute_dtype``; "auto" as on ``device``)."""
+    if compute_dtype == "auto":
+        return 2 if device == "cuda" else 4
+    sizes = {"bfloat16": 2, "float16": 2, "float32": 4}
+    if compute_dtype not in sizes:
+        raise ValueError(f"compute_dtype must be one of ['auto', *{list(sizes)}]; got {compute_dtype!r}")
+    return sizes[compute_dtype]
 
 
 def plan_memory(
@@ -180,6 +201,8 @@ def plan_memory(
     gpu_gb: float = T4_GB,
     prompts_per_step: int = 1,
     gradient_checkpointing: bool = True,
+    compute_dtype: str = "auto",
+    rollout_weights: str = "adapter",
 ) -> MemoryPlan:
     """Estimate peak GPU memory of a grpo-lite run and say whether it fits on ``gpu_gb``.
 
@@ -194,6 +217,8 @@ def plan_memory(
         gpu_gb: the GPU's memory (a free Colab T4: 15).
         prompts_per_step: B; generation samples B x G completions at once.
         gradient_checkpointing: recompute activations in backward.
+        compute_dtype: ``GRPOConfig.compute_dtype``; "auto" is 16-bit (a GPU).
+        rollout_weights: "merged" adds the 16-bit rollout copy of the linear layers; "adapter" none.
     Returns:
         A MemoryPlan: parts and peak in GB, the verdict, and changes that would make it fit.
 
@@ -204,11 +229,15 @@ def plan_memory(
     """
     if gpu_gb <= 0:
         raise ValueError(f"gpu_gb must be > 0; got {gpu_gb!r}")
-    settings = dict(
+    settings: dict[str, Any] = dict(
         group_size=group_size, max_new_tokens=max_new_tokens, prompt_len=prompt_len, lora_rank=lora_rank,
         load_in_4bit=load_in_4bit, micro_batch=micro_batch, prompts_per_step=prompts_per_step,
-        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing=gradient_checkpointing, compute_dtype=compute_dtype,
+        rollout_weights=rollout_weights,
     )  # fmt: skip
+    compute_bytes(compute_dtype)  # refuses an unknown dtype
+    if rollout_weights not in ("merged", "adapter"):
+        raise ValueError(f"rollout_weights must be 'merged' or 'adapter'; got {rollout_weights!r}")
     for name in (
         "group_size",
         "max_new_tokens",
@@ -228,29 +257,41 @@ def plan_memory(
     )
 
 
-def plan_for_config(cfg: Any, *, gpu_gb: float | None = None, prompt_len: int | None = None) -> MemoryPlan:
+def plan_for_config(
+    cfg: Any, *, gpu_gb: float | None = None, prompt_len: int | None = None, model_config: Any = None
+) -> MemoryPlan:
     """:func:`plan_memory` with the settings of a GRPOConfig.
 
     ``gpu_gb`` defaults to the memory of the current CUDA GPU, or 15 GB (a free Colab T4) without
-    one; ``prompt_len`` to ``cfg.max_prompt_tokens``.
+    one; ``prompt_len`` to ``cfg.max_prompt_tokens``; ``model_config`` (a loaded model's config) to
+    ``cfg.model``'s config.json. ``rollout_weights="auto"`` is planned as merged when that fits and
+    as adapter otherwise: the plan's ``settings["rollout_weights"]`` is what the trainer will use.
     """
     if gpu_gb is None:
         import torch
 
         cuda = torch.cuda.is_available()
         gpu_gb = torch.cuda.get_device_properties(0).total_memory / GB if cuda else T4_GB
-    return plan_memory(
-        cfg.model, group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-        prompt_len=prompt_len or cfg.max_prompt_tokens, lora_rank=cfg.lora_rank, load_in_4bit=cfg.load_in_4bit,
-        micro_batch=cfg.micro_batch_size, gpu_gb=gpu_gb, prompts_per_step=cfg.prompts_per_step,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+    compute_dtype = cfg.compute_dtype
+    if compute_dtype == "auto" and cfg.device == "cpu":
+        compute_dtype = "float32"
+    settings = dict(
+        group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens, prompt_len=prompt_len or cfg.max_prompt_tokens,
+        lora_rank=cfg.lora_rank, load_in_4bit=cfg.load_in_4bit, micro_batch=cfg.micro_batch_size, gpu_gb=gpu_gb,
+        prompts_per_step=cfg.prompts_per_step, gradient_checkpointing=cfg.gradient_checkpointing,
+        compute_dtype=compute_dtype,
     )  # fmt: skip
+    source = model_config if model_config is not None else cfg.model
+    if cfg.rollout_weights in ("merged", "adapter"):
+        return plan_memory(source, rollout_weights=cfg.rollout_weights, **settings)
+    merged = plan_memory(source, rollout_weights="merged", **settings)
+    return merged if merged.fits else plan_memory(source, rollout_weights="adapter", **settings)
 
 
 def _peak(shape: ModelShape, settings: dict[str, Any]) -> tuple[float, dict[str, float]]:
     parts = estimate_parts(shape, **settings)
     train = parts["activations (training pass)"] + parts["log-prob chunk"]
-    resident = parts["weights"] + parts["lora + grads + optimizer"]
+    resident = parts["weights"] + parts["lora + grads + optimizer"] + parts["rollout copy (merged)"]
     peak = resident + max(train, parts["generation (KV cache)"]) + CUDA_CONTEXT_GB * GB
     gb = {k: v / GB for k, v in parts.items()} | {"CUDA context + slack": CUDA_CONTEXT_GB}
     return peak / GB, gb
@@ -259,6 +300,8 @@ def _peak(shape: ModelShape, settings: dict[str, Any]) -> tuple[float, dict[str,
 def _suggestions(shape: ModelShape, settings: dict[str, Any], gpu_gb: float) -> list[str]:
     """Single changes, in the order that costs the least learning, that bring the peak under gpu_gb."""
     candidates: list[tuple[str, Any]] = []
+    if settings["rollout_weights"] == "merged":  # no effect on learning: rollouts only get slower
+        candidates.append(("rollout_weights", "adapter"))
     if not settings["gradient_checkpointing"]:
         candidates.append(("gradient_checkpointing", True))
     if not settings["load_in_4bit"]:

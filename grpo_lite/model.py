@@ -18,6 +18,7 @@ import torch
 
 from grpo_lite.backends import load_with_unsloth, resolve_backend
 from grpo_lite.config import GRPOConfig
+from grpo_lite.precision import prepare_for_training, resolve_compute_dtype
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,6 @@ def pick_device(cfg: GRPOConfig) -> torch.device:
     if cfg.device:
         return torch.device(cfg.device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def compute_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it (Ampere+), fp16 on older ones (T4), fp32 on CPU."""
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _check_model_exists(name: str) -> None:
@@ -63,12 +57,15 @@ def load_tokenizer(name: str) -> Any:
     return tokenizer
 
 
-def load_base_model(name: str, *, load_in_4bit: bool, device: torch.device) -> Any:
-    """The base causal LM alone (no LoRA): 4-bit NF4 + double quantization, or full precision."""
+def load_base_model(
+    name: str, *, load_in_4bit: bool, device: torch.device, dtype: torch.dtype | None = None
+) -> Any:
+    """The base causal LM alone (no LoRA): 4-bit NF4 + double quantization, or full precision; what is
+    not quantized (embeddings, norms, head) in ``dtype``, the compute dtype (default: ``"auto"``'s)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     _check_model_exists(name)
-    dtype = compute_dtype(device)
+    dtype = dtype or resolve_compute_dtype("auto", device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -91,34 +88,28 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
 
     The backend (``backends.resolve_backend``) is transformers + peft, or Unsloth on a CUDA GPU.
 
-    - 4-bit: bitsandbytes NF4 with double quantization; compute dtype from :func:`compute_dtype`.
-      Works on the CPU too (bitsandbytes >= 0.45), which is the path the tests exercise.
+    - 4-bit: bitsandbytes NF4 with double quantization; the compute dtype from ``cfg.compute_dtype``
+      (``precision.resolve_compute_dtype``), kept by embeddings, norms and head too (see
+      ``precision.py`` for what runs in which dtype). Works on the CPU too (bitsandbytes >= 0.45),
+      in float32, bfloat16 and float16, which is the path the tests exercise.
     - LoRA through peft on ``cfg.lora_target_modules``; a starting adapter from ``cfg.adapter`` is
       loaded trainable. Either way the reference is the *base* (adapters disabled).
     - Gradient checkpointing on when ``cfg.gradient_checkpointing``, with inputs requiring grad
       so that checkpointed segments of a frozen base still propagate gradients to LoRA.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     if resolve_backend(cfg.backend) == "unsloth":
         return load_with_unsloth(cfg)
-    model = load_base_model(cfg.model, load_in_4bit=cfg.load_in_4bit, device=pick_device(cfg))
+    device = pick_device(cfg)
+    dtype = resolve_compute_dtype(cfg.compute_dtype, device)
+    model = load_base_model(cfg.model, load_in_4bit=cfg.load_in_4bit, device=device, dtype=dtype)
     tokenizer = load_tokenizer(cfg.adapter if cfg.adapter and _has_tokenizer(cfg.adapter) else cfg.model)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    if cfg.load_in_4bit:
-        with _quiet_renamed_api():
-            model = prepare_model_for_kbit_training(
-                model,
-                use_gradient_checkpointing=cfg.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False},
-            )
-    elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    if cfg.gradient_checkpointing:
-        model.config.use_cache = False  # generation turns it back on per call
+    with _quiet_renamed_api():
+        model = prepare_for_training(model, dtype, gradient_checkpointing=cfg.gradient_checkpointing)
 
     if cfg.adapter:
         model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)

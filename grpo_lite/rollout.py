@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from grpo_lite.decode import decode
+
 
 @dataclass
 class Sampling:
@@ -136,10 +138,13 @@ def generate(
     sampling: Sampling,
     max_prompt_tokens: int,
     stop_strings: tuple[str, ...] = (),
+    sampler: str = "grpo_lite",
 ) -> Rollout:
     """Sample ``group_size`` completions for each of B prompts (strings or chat messages).
 
-    The model is put in eval mode with the KV cache on for generation; the caller restores train mode.
+    ``model`` samples: the policy itself or its merged rollout copy (``rollout_weights.py``).
+    ``sampler``: ``"grpo_lite"`` (``decode.decode``) or ``"transformers"`` (``model.generate``).
+    The model is put in eval mode with the KV cache on for generation; its mode is restored after.
     """
     texts = [render_prompt(p, tokenizer) for p in prompts]
     ids, mask = encode_prompts(
@@ -147,6 +152,51 @@ def generate(
     )
     device = next(model.parameters()).device
     eos_ids = _eos_ids(model, tokenizer)
+    was_training = model.training
+    model.eval()
+    try:
+        if sampler == "grpo_lite":
+            completion_ids = decode(
+                model, ids.to(device), mask.to(device), group_size=group_size,
+                max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=eos_ids, pad_id=tokenizer.pad_token_id,
+                tokenizer=tokenizer, stop_strings=stop_strings,
+            ).cpu()  # fmt: skip
+        else:
+            completion_ids = _transformers_generate(
+                model, tokenizer, ids.to(device), mask.to(device), group_size=group_size,
+                sampling=sampling, eos_ids=eos_ids, stop_strings=stop_strings,
+            ).cpu()  # fmt: skip
+    finally:
+        model.train(was_training)
+    raw = [tokenizer.decode(row, skip_special_tokens=True) for row in _cut_at_eos(completion_ids, eos_ids)]
+    ended_by_stop = torch.tensor([any(r.endswith(s) for s in stop_strings) for r in raw], dtype=torch.bool)
+    comp_mask, truncated = completion_mask_and_truncation(
+        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop
+    )
+    return Rollout(
+        prompt_ids=ids.repeat_interleave(group_size, dim=0),
+        prompt_mask=mask.repeat_interleave(group_size, dim=0),
+        completion_ids=completion_ids,
+        completion_mask=comp_mask,
+        truncated=truncated,
+        completions=raw,
+        prompt_texts=[t for t in texts for _ in range(group_size)],
+    )
+
+
+def _transformers_generate(
+    model: Any,
+    tokenizer: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    group_size: int,
+    sampling: Sampling,
+    eos_ids: list[int],
+    stop_strings: tuple[str, ...],
+) -> torch.Tensor:
+    """(N, T) completion ids from transformers' ``generate`` (the ``sampler="transformers"`` path)."""
     from transformers import GenerationConfig
 
     gen = GenerationConfig(
@@ -162,33 +212,13 @@ def generate(
         use_cache=True,
         stop_strings=list(stop_strings) or None,
     )
-    was_training = model.training
-    model.eval()
-    try:
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            generation_config=gen,
-            tokenizer=tokenizer if stop_strings else None,
-        )  # (N, P+T)
-    finally:
-        model.train(was_training)
-    P = ids.shape[1]
-    completion_ids = out[:, P:].cpu()  # (N, T)
-    raw = [tokenizer.decode(row, skip_special_tokens=True) for row in _cut_at_eos(completion_ids, eos_ids)]
-    ended_by_stop = torch.tensor([any(r.endswith(s) for s in stop_strings) for r in raw], dtype=torch.bool)
-    comp_mask, truncated = completion_mask_and_truncation(
-        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop
-    )
-    return Rollout(
-        prompt_ids=ids.repeat_interleave(group_size, dim=0),
-        prompt_mask=mask.repeat_interleave(group_size, dim=0),
-        completion_ids=completion_ids,
-        completion_mask=comp_mask,
-        truncated=truncated,
-        completions=raw,
-        prompt_texts=[t for t in texts for _ in range(group_size)],
-    )
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        generation_config=gen,
+        tokenizer=tokenizer if stop_strings else None,
+    )  # (N, P+T)
+    return out[:, ids.shape[1] :]
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -58,6 +58,9 @@ NO_EQUIVALENT = {
     "device": "dropped: accelerate places the model",
     "adapter": "dropped: TRL starts a fresh LoRA on the base model",
     "prompts_per_step": "mapped through the batch sizes: prompts_per_step x group_size completions per step",
+    "rollout_weights": "dropped: TRL samples from the peft model (or from vLLM with --vllm)",
+    "sampler": "dropped: TRL samples with transformers' generate (or vLLM with --vllm)",
+    "compute_dtype": "mapped to TRL's bf16 / fp16 flags when not 'auto' (then TRL picks)",
 }
 
 
@@ -86,6 +89,8 @@ def trl_args(
         "logging_steps": 1,
         "report_to": "none",
     }
+    if cfg.compute_dtype != "auto":  # TRL's mixed precision flags; "auto" leaves TRL's own choice
+        args |= {"bf16": cfg.compute_dtype == "bfloat16", "fp16": cfg.compute_dtype == "float16"}
     known = set(trl_fields if trl_fields is not None else _installed_trl_fields())
     missing = sorted(set(args) - known)
     if missing:

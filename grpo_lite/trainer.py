@@ -28,7 +28,9 @@ from grpo_lite.loss import grpo_loss, microbatch_weight
 from grpo_lite.metrics import step_metrics
 from grpo_lite.model import load_policy, trainable_parameters
 from grpo_lite.optim import make_optimizer
+from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
+from grpo_lite.rollout_weights import rollout_sampler
 from grpo_lite.rundir import prepare_run_dir, resolve_resume, truncate_metrics_log
 from grpo_lite.steering import Steering
 from rewards import Combined, NamedReward, combine
@@ -89,7 +91,13 @@ class GRPOTrainer:
             raise ValueError("pass the tokenizer together with the model")
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
+        self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, self.device)
+        self.scaler = LossScaler(self.compute_dtype, self.device)  # float16 only: dynamic loss scaling
         self.optimizer, self.scheduler = make_optimizer(trainable_parameters(model), cfg, self.device)
+        # what samples the rollouts: the policy, or its merged 16-bit copy where the planner finds room
+        self.rollout_weights, self.sampler_model = rollout_sampler(
+            cfg, model, self.device, self.compute_dtype, backend=self.backend
+        )
         resume = resolve_resume(self.run_dir, resume_from)
         if resume is None:
             prepare_run_dir(self.run_dir, cfg, overwrite=overwrite)
@@ -144,15 +152,17 @@ class GRPOTrainer:
         cfg, t0 = self.cfg, time.perf_counter()
         rows = self.data.batch(self.step, cfg.prompts_per_step)
         prompts = [row[cfg.prompt_column] for row in rows]
-        # 1. roll out: G completions per prompt with the sampling settings in force
+        # 1. roll out: G completions per prompt with the sampling settings in force, sampled by the
+        #    policy or by its merged copy, brought up to the latest update first (rollout_weights.py)
         rollout = generate(
-            self.model,
+            self.sampler_model.current(),
             self.tokenizer,
             prompts,
             group_size=cfg.group_size,
             sampling=self.sampling,
             max_prompt_tokens=cfg.max_prompt_tokens,
             stop_strings=cfg.stop_strings,
+            sampler=cfg.sampler,
         )
         t_gen = time.perf_counter()
         # 2. score: every reward function once, errors isolated
@@ -183,7 +193,7 @@ class GRPOTrainer:
             "train": t_end - t_ref,
         }
         self._keep_rollout(scores, rewards, adv)
-        return {"backend": self.backend} | step_metrics(
+        return self._run_facts() | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
             device=self.device, changes=changes or {},
@@ -256,7 +266,7 @@ class GRPOTrainer:
                 max_tokens=cfg.max_new_tokens, importance_sampling=cfg.importance_sampling,
             )  # fmt: skip
             weight = microbatch_weight(cfg.loss_type, mask, total_seqs=N, total_tokens=total_tokens)
-            (loss * weight).backward()
+            self.scaler.scale(loss * weight).backward()
             loss_total += loss.item() * weight
             tokens = float(mask.sum())
             for k, v in m.items():
@@ -274,11 +284,15 @@ class GRPOTrainer:
         return metrics | self._optimizer_step(loss_total)
 
     def _optimizer_step(self, loss: float) -> dict[str, float]:
-        """Clip and step; a non-finite loss or gradient skips the update (recorded, never applied)."""
+        """Unscale (float16), clip and step; a non-finite loss or gradient skips the update (recorded,
+        never applied; in float16 the loss scale is halved for the next try)."""
         params = trainable_parameters(self.model)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        scale = {"loss_scale": self.scaler.scale_value} if self.scaler.enabled else {}
+        self.scaler.unscale(self.optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.scaler.step(self.optimizer, finite=False)
             self.optimizer.zero_grad(set_to_none=True)
             log.warning(
                 "step %d: non-finite loss (%s) or gradient norm (%s): update skipped",
@@ -286,15 +300,19 @@ class GRPOTrainer:
                 loss,
                 grad_norm,
             )
-            return {"grad_norm": grad_norm, "update_skipped": 1.0, "time/optimizer": 0.0}
+            return {"grad_norm": grad_norm, "update_skipped": 1.0, "time/optimizer": 0.0} | scale
         t0 = time.perf_counter()
-        self.optimizer.step()
+        self.scaler.step(self.optimizer, finite=True)
         self._optimizer_steps_taken += 1
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the step's kernels are asynchronous: time them whole
-        return {"grad_norm": grad_norm, "update_skipped": 0.0, "time/optimizer": time.perf_counter() - t0}
+        return {
+            "grad_norm": grad_norm,
+            "update_skipped": 0.0,
+            "time/optimizer": time.perf_counter() - t0,
+        } | scale
 
     def _completion_logprobs(
         self, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *, with_entropy: bool = False
@@ -357,6 +375,7 @@ class GRPOTrainer:
         state, trainer_state = load_checkpoint(path, self.model)
         self.optimizer.load_state_dict(trainer_state["optimizer"])
         self.scheduler.load_state_dict(trainer_state["scheduler"])
+        self.scaler.load_state_dict(trainer_state.get("scaler", {}))
         set_rng_state(trainer_state["rng"])
         self.step = int(state["step"])
         for key, value in state["sampling"].items():
@@ -369,6 +388,14 @@ class GRPOTrainer:
                 log.warning("reward %r differs from the one in force at %s; the new one is used", name, path)
         self.history = truncate_metrics_log(self.run_dir, self.step)
 
+    def _run_facts(self) -> dict[str, str]:
+        """How this run trains, in every step's metrics, checkpoint and the card: backend, dtype, rollouts."""
+        return {
+            "backend": self.backend,
+            "compute_dtype": dtype_name(self.compute_dtype),
+            "rollout_weights": self.rollout_weights,
+        }
+
     def save_checkpoint(self) -> Path:
         """Write ``RUN/checkpoints/step-N`` (atomic) for the current step."""
         return save_checkpoint(
@@ -379,6 +406,7 @@ class GRPOTrainer:
             trainer_state={
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "rng": rng_state(),
             },
             state={
@@ -386,7 +414,7 @@ class GRPOTrainer:
                 "rewards": [{"name": r.name, "weight": r.weight} for r in self.rewards.rewards],
                 "reward_sources": {r.name: r.source for r in self.rewards.rewards},
                 "config": self.cfg.to_dict(),
-                "backend": self.backend,
+                **self._run_facts(),
             },
         )
 
@@ -401,7 +429,7 @@ class GRPOTrainer:
         rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in self.rewards.rewards]
         info = {
             "config": self.cfg.to_dict(),
-            "backend": self.backend,
+            **self._run_facts(),
             "rewards": rewards,
             "metrics": self.history[-1:],
         }

@@ -150,7 +150,18 @@ def test_logprob_memory_chunked_stays_flat_while_full_logits_grow(tmp_path):
 def test_gpu_benchmark_needs_cuda(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-        gpu.main(["--models", "0.5b"])
+        gpu.main(["--runs", "0.5b:256:merged"])
+
+
+def test_gpu_benchmark_plan():
+    assert gpu.parse_runs(gpu.DEFAULT_RUNS) == [
+        ("0.5b", 256, ["merged", "16bit", "before", "trl"]),
+        ("1.5b", 512, ["lean", "merged"]),
+    ]
+    with pytest.raises(SystemExit, match="unknown \\['fast'\\]"):
+        gpu.parse_runs("0.5b:256:fast")
+    with pytest.raises(SystemExit, match="not MODEL:TOKENS"):
+        gpu.parse_runs("0.5b:merged")
 
 
 def test_gpu_benchmark_uses_the_real_shapes():
@@ -172,27 +183,52 @@ def test_gpu_benchmark_uses_the_real_shapes():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_benchmark_runs(tmp_path):
     out = tmp_path / "gpu.json"
-    cmd = [sys.executable, str(BENCH / "gpu.py"), "--models", "0.5b", "--tokens", "64", "--steps", "3",
-           "--random-weights", "--json", str(out)]  # fmt: skip
+    cmd = [sys.executable, str(BENCH / "gpu.py"), "--runs", "0.5b:64:before,merged,trl", "--steps", "3",
+           "--rollouts", "2", "--random-weights", "--json", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, timeout=1200)
-    row = json.loads(out.read_text())["rows"][0]
-    for impl in ("grpo-lite", "trl"):
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    for impl in ("before", "merged", "trl"):
         assert row[impl]["peak_mem_mb"] > 0 and row[impl]["step_seconds_median"] > 0
+    assert result["rollouts"][0]["merged, lean loop"]["tokens_per_sec"] > 0
 
 
 @pytest.mark.slow
 def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
-    """The whole script (model build, both trainers in fresh processes, table, JSON) on a tiny model of
-    the same family; on a GPU the same code runs with --device cuda."""
+    """The whole script (model build, the oldest and newest grpo-lite variants and TRL in fresh
+    processes, rollouts alone, table, JSON) on a tiny model of the same family; on a GPU the same code
+    runs with --device cuda."""
     out = tmp_path / "gpu.json"
-    cmd = [sys.executable, str(BENCH / "gpu.py"), "--models", "tiny", "--tokens", "8", "--steps", "3",
-           "--device", "cpu", "--model-dir", str(tmp_path / "models"), "--json", str(out)]  # fmt: skip
+    cmd = [sys.executable, str(BENCH / "gpu.py"), "--runs", "tiny:8:before,merged,trl", "--steps", "3",
+           "--rollouts", "2", "--device", "cpu", "--model-dir", str(tmp_path / "models"), "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    row = json.loads(out.read_text())["rows"][0]
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
     assert row["source"] == "random weights, real config" and row["max_new_tokens"] == 8
-    for impl in ("grpo-lite", "trl"):
+    assert row["planned_peak_gb_merged"] > row["planned_peak_gb"] > 0
+    for impl in ("before", "merged", "trl"):
         m = row[impl]
         assert m["step_seconds_median"] > 0 and m["peak_mem_mb"] > 0 and m["gen_tokens_per_sec"] > 0
         assert m["parts_median"]["reference"] > 0  # beta = 0.04: the reference pass is timed
-    assert "| tiny-qwen2 (random weights, real config) | 8 | grpo-lite |" in proc.stdout
+    assert "16bit" not in row and "lean" not in row  # only the variants asked for
+    rollouts = result["rollouts"][0]
+    assert rollouts["prompts"] == 2 and rollouts["max_new_tokens"] == 8
+    for road in ("adapter, transformers generate", "adapter, lean loop", "merged, lean loop"):
+        assert rollouts[road]["tokens"] == 2 * 8 * 8 and rollouts[road]["tokens_per_sec"] > 0
+    assert "| tiny-qwen2 (random weights, real config) | 8 | grpo-lite merged |" in proc.stdout
+    assert "| merged, lean loop |" in proc.stdout
+
+
+def test_fp32_stream_variant_rebuilds_the_path_before(tiny_qwen_path):
+    """The benchmark's "before" variant: every 16-bit parameter but the 4-bit ones upcast to float32."""
+    from grpo_lite import GRPOConfig
+    from grpo_lite.model import load_policy
+
+    model, _ = load_policy(GRPOConfig(model=str(tiny_qwen_path), compute_dtype="bfloat16", lora_rank=4))
+    lm = model.get_base_model()
+    assert lm.model.embed_tokens.weight.dtype == torch.bfloat16
+    runners.upcast_like_peft(model)
+    assert lm.model.embed_tokens.weight.dtype == torch.float32 and lm.lm_head.weight.dtype == torch.float32
+    assert lm.model.norm.weight.dtype == torch.float32
+    assert type(lm.model.layers[0].mlp.up_proj.base_layer.weight).__name__ == "Params4bit"

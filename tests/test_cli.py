@@ -60,6 +60,11 @@ def test_help_documents_every_config_field():
     for f in dataclasses.fields(GRPOConfig):
         assert "--" + f.name.replace("_", "-") in helptext, f.name
     assert "(default: 1.0)" in helptext and "math_accuracy=1.0" in helptext
+    # --backend auto's help says what backends.resolve_backend does (Unsloth on a GPU where installed)
+    flat = " ".join(helptext.split())
+    assert "picks Unsloth when it is installed and a CUDA GPU is present, else transformers" in flat
+    assert "--compute-dtype {auto,bfloat16,float16,float32}" in flat
+    assert "--rollout-weights {auto,merged,adapter}" in flat and "--sampler {grpo_lite,transformers}" in flat
 
 
 def test_train_then_eval(tiny_model_path, gsm8k_file, tmp_path, capsys):

@@ -87,8 +87,10 @@ def test_trainer_save_adapter_writes_card(trained_run):
     )
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 0.1)])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 0.02)])
 def test_merged_model_matches_base_plus_adapter(trained_run, tiny_model_path, tmp_path, dtype, tolerance):
+    """Stated tolerance, relative to the largest logit: float32 1e-5; bfloat16 2% (every weight rounded to
+    8 significant bits, through 2 layers and the peaked head of this 0.3-init model: 1.2% measured)."""
     _, run = trained_run
     out = export(run / "adapter", tmp_path / "merged", merge=True, dtype=dtype)
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
@@ -98,8 +100,9 @@ def test_merged_model_matches_base_plus_adapter(trained_run, tiny_model_path, tm
     ).eval()
     ids = torch.tensor([[5, 40, 41, 42, 43, 7, 9]])
     with torch.no_grad():
-        diff = (merged(input_ids=ids).logits - reference(input_ids=ids).logits).abs().max().item()
-    assert diff < tolerance
+        expected = reference(input_ids=ids).logits
+        diff = (merged(input_ids=ids).logits - expected).abs().max().item()
+    assert diff < tolerance * expected.abs().max().item()
     assert front_matter((out / "README.md").read_text())["library_name"] == "transformers"
 
 

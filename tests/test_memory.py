@@ -34,11 +34,11 @@ def test_hand_computed_parts_for_qwen_1_5b():
     )  # fmt: skip
     # KV cache: 2 (K, V) x 28 layers x 2 kv heads x 128 dims x 768 positions x 8 sequences x 2 bytes
     kv = 2 * 28 * 2 * 128 * 768 * 8 * 2
-    assert parts["generation (KV cache)"] == kv + 8 * 151936 * 4 * 3
+    assert parts["generation (KV cache)"] == kv + 8 * 151936 * (2 + 4 * 3)  # + last logits, sampler copies
     # LoRA on q,k,v,o,gate,up,down: r x (in + out) per layer; fp32 weights, grads and 8-bit Adam
     lora = 28 * 16 * ((1536 + 1536) + 2 * (1536 + 256) + (1536 + 1536) + 2 * (1536 + 8960) + (8960 + 1536))
     assert parts["lora + grads + optimizer"] == lora * 10
-    embeddings = 151936 * 1536 * 4  # tied, fp32 after prepare_model_for_kbit_training
+    embeddings = 151936 * 1536 * 2  # tied, kept in bfloat16 (not upcast)
     assert parts["weights"] == pytest.approx(embeddings + 1_310_375_936 * NF4_BYTES_PER_WEIGHT, rel=1e-3)
 
 
@@ -63,23 +63,14 @@ def measured_model(tmp_path_factory):
 
 
 def _policy(path, **kw):
-    cfg = GRPOConfig(model=str(path), lora_rank=8, device="cpu", **kw)
+    cfg = GRPOConfig(model=str(path), lora_rank=8, device="cpu", rollout_weights="adapter", **kw)
     model, _ = load_policy(cfg)
     return model, ModelShape.from_config(model.config)
 
 
 def test_weights_and_lora_match_the_loaded_4bit_model(measured_model):
     model, shape = _policy(measured_model)
-    frozen = 0  # bytes of every frozen parameter (norms included), with the 4-bit quantization state
-    for p in model.parameters():
-        if p.requires_grad:
-            continue
-        frozen += p.numel() * p.element_size()
-        state = getattr(p, "quant_state", None)
-        if state is not None:
-            frozen += state.absmax.numel() * state.absmax.element_size()
-            if state.nested:
-                frozen += state.state2.absmax.numel() * state.state2.absmax.element_size()
+    frozen = _frozen_bytes(model)
     parts = estimate_parts(shape, group_size=2, max_new_tokens=8, prompt_len=8, lora_rank=8, load_in_4bit=True,
                            micro_batch=1, device="cpu")  # fmt: skip
     assert parts["weights"] == pytest.approx(frozen, rel=0.02)
@@ -98,7 +89,7 @@ def test_kv_cache_matches_the_cache_generation_builds(measured_model):
     measured = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     parts = estimate_parts(shape, group_size=3, max_new_tokens=seq - 10, prompt_len=10, lora_rank=8,
                            load_in_4bit=True, micro_batch=1, prompts_per_step=2, device="cpu")  # fmt: skip
-    logits = n * shape.vocab * 4 * 3
+    logits = n * shape.vocab * (4 + 4 * 3)  # float32 compute: last logits + the sampler's three copies
     assert parts["generation (KV cache)"] - logits == measured
 
 
@@ -171,3 +162,72 @@ def _smaller_of_two(plan):
     """The peak adds the larger of training and generation working memory, not both."""
     train = plan.parts["activations (training pass)"] + plan.parts["log-prob chunk"]
     return min(train, plan.parts["generation (KV cache)"])
+
+
+# ---- the same parts at bfloat16, the dtype an Ampere+ GPU computes in ----------------------------------
+
+
+def _frozen_bytes(model):
+    """Bytes of every frozen parameter (norms included), with the 4-bit quantization state."""
+    total = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            continue
+        total += p.numel() * p.element_size()
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            total += state.absmax.numel() * state.absmax.element_size()
+            if state.nested:
+                total += state.state2.absmax.numel() * state.state2.absmax.element_size()
+    return total
+
+
+def test_bfloat16_weights_kv_cache_and_merged_copy_match_the_loaded_model(measured_model):
+    from grpo_lite.rollout_weights import MergedRollout
+
+    model, shape = _policy(measured_model, compute_dtype="bfloat16")
+    kw = dict(group_size=3, max_new_tokens=30, prompt_len=10, lora_rank=8, load_in_4bit=True, micro_batch=1,
+              prompts_per_step=2, device="cpu", compute_dtype="bfloat16")  # fmt: skip
+    parts = estimate_parts(shape, **kw)
+    assert parts["weights"] == pytest.approx(_frozen_bytes(model), rel=0.02)
+    assert parts["lora + grads + optimizer"] == shape.lora_params(8) * (4 + 4 + 8)  # LoRA stays float32
+    ids = torch.randint(10, 90, (6, 40))
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    kv = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert cache.layers[0].keys.dtype == torch.bfloat16
+    assert parts["generation (KV cache)"] - 6 * shape.vocab * (2 + 4 * 3) == kv
+    merged = MergedRollout(model, torch.bfloat16)
+    assert estimate_parts(shape, rollout_weights="merged", **kw)["rollout copy (merged)"] == merged.copy_bytes
+    assert parts["rollout copy (merged)"] == 0
+
+
+def test_bfloat16_activations_kept_under_checkpointing_match_saved_tensors(measured_model):
+    model, shape = _policy(measured_model, compute_dtype="bfloat16")
+    n, P, T = 4, 64, 128
+    measured = _saved_bytes(model, n, P, T)
+    # each layer's input in bfloat16, the final norm's float32 upcast (its statistics are float32),
+    # plus the gathered completion states
+    kept = shape.layers * n * (P + T) * shape.hidden * 2 + n * (P + T) * shape.hidden * 4
+    gathered = n * T * shape.hidden * 2
+    assert measured == pytest.approx(kept + gathered, rel=0.02)
+    parts = estimate_parts(shape, group_size=2, max_new_tokens=T, prompt_len=P, lora_rank=8, load_in_4bit=True,
+                           micro_batch=n, device="cpu", compute_dtype="bfloat16")  # fmt: skip
+    one_layer = n * (P + T) * (10 * shape.hidden + 4 * shape.intermediate + 14 * 8) * 2
+    dequantized = max(a * b for a, b in shape.linear_shapes()) * 2
+    assert parts["activations (training pass)"] == kept + one_layer + dequantized
+
+
+def test_auto_plans_merged_only_where_it_fits(measured_model):
+    cfg = GRPOConfig(model=str(measured_model), max_new_tokens=64, max_prompt_tokens=32, micro_batch_size=4)
+    roomy = plan_for_config(cfg, gpu_gb=8)
+    assert roomy.settings["rollout_weights"] == "merged" and roomy.parts["rollout copy (merged)"] > 0
+    merged_peak = roomy.peak_gb
+    adapter = plan_for_config(cfg.replace(rollout_weights="adapter"), gpu_gb=8)
+    tight = plan_for_config(cfg, gpu_gb=(merged_peak + adapter.peak_gb) / 2)  # fits only without the copy
+    assert tight.settings["rollout_weights"] == "adapter" and tight.fits
+    forced = plan_for_config(cfg.replace(rollout_weights="merged"), gpu_gb=tight.gpu_gb)
+    assert not forced.fits and forced.suggestions[0].startswith("rollout_weights merged -> adapter")
+    assert "(rollout weights: merged)" in str(forced)

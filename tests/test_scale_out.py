@@ -30,6 +30,16 @@ def test_every_field_is_mapped_or_listed():
     assert ours == handled  # a new field must be mapped or listed: nothing silently dropped
 
 
+@pytest.mark.parametrize(
+    ("dtype", "flags"),
+    [("bfloat16", {"bf16": True, "fp16": False}), ("float16", {"bf16": False, "fp16": True}),
+     ("float32", {"bf16": False, "fp16": False}), ("auto", {})],
+)  # fmt: skip
+def test_compute_dtype_maps_to_trl_precision_flags(dtype, flags):
+    args = trl_args(GRPOConfig(model="m", compute_dtype=dtype))
+    assert {k: args[k] for k in ("bf16", "fp16") if k in args} == flags
+
+
 def test_mapping_field_by_field_into_trl():
     cfg = GRPOConfig(model="m", group_size=4, prompts_per_step=6, micro_batch_size=8, temperature=0.7, top_p=0.9, top_k=20,
                      max_new_tokens=96, beta=0.04, eps_low=0.2, eps_high=0.28, loss_type="dr_grpo", advantage_scale="batch",

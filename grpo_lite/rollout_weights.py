@@ -1,0 +1,207 @@
+"""What samples the rollouts: the policy itself, or a merged copy of it in the compute dtype.
+
+Batched 4-bit matmuls dequantize every weight at every generated token, and every LoRA-wrapped
+layer adds two small matmuls and an add per token: the slowest road to a rollout (bitsandbytes'
+fast 4-bit kernels serve batch size 1 only). ``"merged"`` samples instead from a copy of each linear
+layer in the compute dtype with the LoRA folded in,
+
+    W_merged = dequantize(W_nf4) + scaling * B @ A        (peft's ``get_delta_weight``)
+
+rewritten in place before every rollout, so it always holds the weights of the latest optimizer
+step. Everything that is not a LoRA-wrapped or quantized linear layer (embeddings, norms, head,
+rotary tables) is shared with the policy, not copied. Log-probs for the loss always come from the
+peft model; the copy only samples.
+
+``"auto"`` picks merged when the memory planner says the copy fits next to everything else
+(``memory.plan_for_config``), adapter otherwise; the trainer records the choice in every step's
+metrics (``rollout_weights``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def _base_lm(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _is_lora_layer(module: nn.Module) -> bool:
+    return hasattr(module, "lora_A") and hasattr(module, "get_base_layer")
+
+
+class MergedRollout:
+    """A sampling copy of ``model`` (a peft model) with every LoRA-wrapped linear layer merged.
+
+    ``current()`` rewrites the merged weights from the policy's present LoRA and base weights and
+    returns the copy; call it right before each rollout.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.policy, self.dtype = model, dtype
+        lm: Any = _base_lm(model)
+        with torch.device("meta"):  # the architecture only; every tensor is set below
+            copy: Any = AutoModelForCausalLM.from_config(
+                lm.config, dtype=dtype, attn_implementation=lm.config._attn_implementation
+            )
+        device = next(model.parameters()).device
+        self.merged_layers: list[tuple[Any, nn.Linear]] = []  # (policy layer, its merged copy)
+        for name, module in copy.named_modules():
+            source = lm.get_submodule(name)
+            if isinstance(module, nn.Linear) and (_is_lora_layer(source) or _quantized(source)):
+                module.weight = nn.Parameter(
+                    torch.empty(module.weight.shape, dtype=dtype, device=device), requires_grad=False
+                )
+                base = source.get_base_layer() if _is_lora_layer(source) else source
+                if module.bias is not None:
+                    module.bias = nn.Parameter(base.bias.detach().to(dtype), requires_grad=False)
+                self.merged_layers.append((source, module))
+                continue
+            for key, _ in list(module.named_parameters(recurse=False)):  # shared, not copied
+                shared = getattr(source, key)
+                if shared.dtype != dtype or not shared.is_floating_point():
+                    _check_float(shared, name, source)
+                    shared = nn.Parameter(shared.detach().to(dtype), requires_grad=False)
+                module._parameters[key] = shared
+            for key, _ in list(module.named_buffers(recurse=False)):  # rotary tables and the like
+                module._buffers[key] = getattr(source, key)
+        copy.generation_config = lm.generation_config
+        copy.eval()
+        self.model = copy
+        self.current()
+
+    @torch.no_grad()
+    def current(self) -> nn.Module:
+        """The copy with W = dequantize(base) + LoRA delta of the active adapters, as of now."""
+        for source, target in self.merged_layers:
+            base = source.get_base_layer() if _is_lora_layer(source) else source
+            weight = _dequantized(base)
+            target.weight.copy_(weight)  # (out, in) in the compute dtype
+            if _is_lora_layer(source) and not getattr(source, "disable_adapters", False):
+                for adapter in source.active_adapters:
+                    if adapter in source.lora_A:
+                        target.weight.add_(source.get_delta_weight(adapter).to(self.dtype))
+        return self.model
+
+    @property
+    def copy_bytes(self) -> int:
+        return sum(t.weight.numel() * t.weight.element_size() for _, t in self.merged_layers)
+
+
+class AdapterRollout:
+    """Sample from the policy itself (4-bit base + LoRA layers): no copy, the slower road."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def current(self) -> nn.Module:
+        return self.model
+
+
+def _quantized(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and not weight.is_floating_point()
+
+
+def _check_float(tensor: torch.Tensor, name: str, module: nn.Module) -> None:
+    if not tensor.is_floating_point():
+        raise TypeError(
+            f"rollout_weights='merged' cannot copy layer {name!r} of type {type(module).__name__}: "
+            f"its weight is {tensor.dtype}, a quantization it does not know; use rollout_weights='adapter'"
+        )
+
+
+def _dequantized(layer: nn.Module) -> torch.Tensor:
+    """The layer's weight as a float tensor (bitsandbytes 4/8-bit through peft's helper)."""
+    from peft.utils.integrations import dequantize_module_weight
+
+    weight = dequantize_module_weight(layer)
+    if not weight.is_floating_point():
+        raise TypeError(
+            f"rollout_weights='merged' cannot dequantize a {type(layer).__name__} layer "
+            f"({weight.dtype} weight); use rollout_weights='adapter'"
+        )
+    return weight
+
+
+def memory_budget_gb(device: torch.device) -> float:
+    """The GPU's memory, or the machine's RAM for a CPU run."""
+    from grpo_lite.memory import GB
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / GB
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GB
+
+
+def choose_rollout_weights(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype) -> str:
+    """``"merged"`` or ``"adapter"`` for ``cfg.rollout_weights``, decided by the memory planner.
+
+    The budget is the GPU's memory, or the machine's RAM on the CPU. ``"merged"`` asked for where
+    the planner says the copy cannot fit: a warning with the numbers, then the adapter path.
+    """
+    from grpo_lite.memory import plan_for_config
+    from grpo_lite.precision import dtype_name
+
+    if cfg.rollout_weights == "adapter":
+        return "adapter"
+    budget = memory_budget_gb(device)
+    planned = cfg.replace(rollout_weights="merged", compute_dtype=dtype_name(dtype))
+    plan = plan_for_config(planned, gpu_gb=budget, model_config=model.config)
+    if plan.fits:
+        return "merged"
+    if cfg.rollout_weights == "merged":
+        log.warning(
+            "rollout_weights='merged': the planner estimates %.2f GB with the %.2f GB rollout copy, more than "
+            "the %.1f GB available; sampling from the adapter model instead",
+            plan.peak_gb, plan.parts["rollout copy (merged)"], budget,
+        )  # fmt: skip
+    return "adapter"
+
+
+def make_rollout_weights(
+    model: nn.Module, *, choice: str, dtype: torch.dtype
+) -> MergedRollout | AdapterRollout:
+    """``"merged"`` or ``"adapter"`` (``"auto"`` is decided before, by ``choose_rollout_weights``).
+
+    A layer the merge does not understand (an unknown quantization, DoRA) falls back to the
+    adapter path with a warning that names it.
+    """
+    if choice == "adapter":
+        return AdapterRollout(model)
+    unsupported = [
+        type(m).__name__
+        for m in model.modules()
+        if _is_lora_layer(m) and any(getattr(m, "use_dora", {}).values())
+    ]
+    if unsupported:
+        log.warning(
+            "rollout_weights='merged' does not merge DoRA layers (%s); sampling from the adapter model",
+            unsupported[0],
+        )
+        return AdapterRollout(model)
+    try:
+        return MergedRollout(model, dtype)
+    except TypeError as err:
+        log.warning("%s; sampling from the adapter model instead", err)
+        return AdapterRollout(model)
+
+
+def rollout_sampler(
+    cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype, *, backend: str
+) -> tuple[str, MergedRollout | AdapterRollout]:
+    """The trainer's one call: ``("merged" | "adapter", what samples)`` for ``cfg.rollout_weights``.
+    A model loaded by Unsloth (``backend``) samples through Unsloth's own fast path: adapter."""
+    choice = "adapter" if backend == "unsloth" else choose_rollout_weights(cfg, model, device, dtype)
+    sampler = make_rollout_weights(model, choice=choice, dtype=dtype)
+    return ("merged" if isinstance(sampler, MergedRollout) else "adapter"), sampler

@@ -1,0 +1,109 @@
+"""Merged rollout weights: the copy is the policy (fresh after every update), the choice is the
+planner's, and layers it cannot merge fall back with a warning."""
+
+import logging
+
+import torch
+from conftest import digit_share
+from torch import nn
+
+import grpo_lite.rollout_weights as rw
+from grpo_lite import GRPOConfig
+from grpo_lite.rollout_weights import AdapterRollout, MergedRollout, make_rollout_weights
+from grpo_lite.trainer import GRPOTrainer
+
+
+def make_cfg(path, out, **kw):
+    base = dict(model=str(path), output_dir=str(out), max_new_tokens=8, group_size=8, prompts_per_step=4,
+                micro_batch_size=16, learning_rate=5e-2, lora_rank=8, max_steps=3, save_steps=0)  # fmt: skip
+    return GRPOConfig(**(base | kw))
+
+
+def _logits(model, ids):
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def test_merged_copy_equals_the_trained_policy_not_the_one_before(tiny_qwen_path, sum_rows, tmp_path):
+    """After training steps, the copy the next rollout samples from gives the peft model's logits to
+    float32 rounding (stated tolerance: 1e-4 of the logits' scale), and differs from the copy taken
+    before the updates by far more than that."""
+    tr = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "r", rollout_weights="merged"), sum_rows, [digit_share],
+                     progress=False)  # fmt: skip
+    assert isinstance(tr.sampler_model, MergedRollout)
+    ids = torch.randint(10, 60, (3, 12))
+    stale = _logits(tr.sampler_model.current(), ids)
+    for _ in range(3):
+        m = tr.train_step()
+    assert m["rollout_weights"] == "merged"
+    fresh = _logits(tr.sampler_model.current(), ids)
+    policy = _logits(tr.model, ids)
+    scale = policy.abs().max()
+    assert (fresh - policy).abs().max() < 1e-4 * scale
+    assert (stale - policy).abs().max() > 100 * 1e-4 * scale  # the updates moved the policy: no stale copy
+    # only the linear layers are copied; embeddings, norms, head and rotary tables are shared
+    lm = tr.model.get_base_model()
+    copy = tr.sampler_model.model
+    assert copy.model.embed_tokens.weight is lm.model.embed_tokens.weight
+    assert copy.model.norm.weight is lm.model.norm.weight
+    linear = sum(
+        m.weight.numel() for m in copy.modules() if isinstance(m, nn.Linear) and m is not copy.lm_head
+    )
+    assert tr.sampler_model.copy_bytes == linear * 4  # float32 compute on the CPU
+
+
+def test_bfloat16_copy_is_as_close_to_the_policy_as_16_bit_allows(tiny_qwen_path, sum_rows, tmp_path):
+    """In bfloat16 the merged weight W + s B A is rounded once; the peft model rounds its base output
+    and adds a float32 LoRA term. Both are compared with the exact function (the same merge in
+    float32): the copy must be no further from it than twice the 16-bit policy itself."""
+    cfg = make_cfg(tiny_qwen_path, tmp_path / "r", compute_dtype="bfloat16", rollout_weights="merged")
+    tr = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
+    for _ in range(2):
+        tr.train_step()
+    ids = torch.randint(10, 60, (3, 12))
+    exact = _logits(MergedRollout(tr.model, torch.float32).current(), ids)
+    merged = _logits(tr.sampler_model.current(), ids)
+    policy = _logits(tr.model, ids)
+    policy_error = (policy - exact).abs().mean()
+    assert policy_error > 0  # 16-bit rounding is there to compare against
+    assert (merged - exact).abs().mean() < 2 * policy_error
+
+
+def test_auto_picks_merged_when_the_planner_says_it_fits(tiny_model_path, sum_rows, tmp_path, monkeypatch):
+    tr = GRPOTrainer(make_cfg(tiny_model_path, tmp_path / "a"), sum_rows, [digit_share], progress=False)
+    assert tr.rollout_weights == "merged" and isinstance(tr.sampler_model, MergedRollout)
+    monkeypatch.setattr(rw, "memory_budget_gb", lambda device: 0.4)  # under the planner's CUDA context alone
+    tr = GRPOTrainer(make_cfg(tiny_model_path, tmp_path / "b"), sum_rows, [digit_share], progress=False)
+    assert tr.rollout_weights == "adapter" and isinstance(tr.sampler_model, AdapterRollout)
+    assert tr.train_step()["rollout_weights"] == "adapter"
+
+
+def test_merged_that_cannot_fit_warns_with_numbers_and_samples_from_the_adapter(
+    tiny_model_path, sum_rows, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(rw, "memory_budget_gb", lambda device: 0.4)
+    cfg = make_cfg(tiny_model_path, tmp_path / "r", rollout_weights="merged")
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
+        tr = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
+    assert tr.rollout_weights == "adapter"
+    assert "rollout_weights='merged'" in caplog.text and "0.4 GB available" in caplog.text
+
+
+def test_a_layer_of_unknown_quantization_falls_back_naming_its_type(
+    tiny_model_path, sum_rows, tmp_path, caplog
+):
+    tr = GRPOTrainer(make_cfg(tiny_model_path, tmp_path / "r", rollout_weights="adapter"), sum_rows,
+                     [digit_share], progress=False)  # fmt: skip
+
+    class StrangeQuantLinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(64, 64, dtype=torch.int8), requires_grad=False)
+
+    lm = tr.model.get_base_model()
+    lm.model.layers[0].mlp.down_proj.base_layer = StrangeQuantLinear()
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
+        out = make_rollout_weights(tr.model, choice="merged", dtype=torch.float32)
+    assert isinstance(out, AdapterRollout)
+    assert "StrangeQuantLinear" in caplog.text and "rollout_weights='adapter'" in caplog.text
