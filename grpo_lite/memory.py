@@ -15,7 +15,8 @@ The estimate follows what the engine does (``model.load_policy``, ``rollout.gene
   8-bit AdamW on CUDA: two bytes). float16's loss scaler holds two scalars: nothing to count.
 - Generation samples all ``prompts_per_step x group_size`` completions at once: the KV cache holds
   K and V for every layer, key-value head and position, in the compute dtype; the sampler holds the
-  last position's logits in the compute dtype and three fp32 copies (scaled, noise, noisy).
+  last position's logits in the compute dtype and up to three fp32 buffers of the same size (the
+  noise; with top-k/top-p also the scaled, filtered copy and its sort).
 - ``rollout_weights="merged"`` keeps a copy of every linear layer in the compute dtype, resident
   for the whole run (embeddings, norms and head are shared, not copied).
 - The training pass runs ``micro_batch`` sequences of ``prompt_len + max_new_tokens`` tokens; with
