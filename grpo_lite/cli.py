@@ -125,7 +125,13 @@ def load_dataset_arg(name: str, split: str, limit: int | None = None) -> list[di
 def cmd_demo(args: argparse.Namespace) -> int:
     from grpo_lite.demo import run_demo
 
-    summary = run_demo(args.output_dir, seed=args.seed, steps=args.steps, overwrite=args.overwrite)
+    summary = run_demo(
+        args.output_dir,
+        seed=args.seed,
+        steps=args.steps,
+        overwrite=args.overwrite,
+        compute_dtype=args.compute_dtype,
+    )
     print(json.dumps(summary, indent=2))
     gain = 100 * (summary["accuracy_after"] - summary["accuracy_before"])
     print(
@@ -226,6 +232,8 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     demo.add_argument("--steps", type=int, default=80, help="GRPO steps (default: %(default)s)")
     demo.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
+    demo.add_argument("--compute-dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                      help="bfloat16/float16: the GPU's 16-bit path, on the CPU (default: %(default)s, float32 here)")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
 

@@ -100,17 +100,25 @@ def demo_model() -> Path:
     return path
 
 
-def demo_config(model: Path, output_dir: Path, *, seed: int, steps: int) -> GRPOConfig:
-    """The demo's settings: 8 prompts x 8 completions a step, 8 new tokens, LoRA rank 8, 4-bit."""
+def demo_config(
+    model: Path, output_dir: Path, *, seed: int, steps: int, compute_dtype: str = "auto"
+) -> GRPOConfig:
+    """The demo's settings: 8 prompts x 8 completions a step, 8 new tokens, LoRA rank 8, 4-bit.
+    ``compute_dtype="bfloat16"`` runs the GPU's 16-bit path on the CPU."""
     return GRPOConfig(
         model=str(model), output_dir=str(output_dir), load_in_4bit=True, max_new_tokens=8, group_size=8,
         prompts_per_step=8, micro_batch_size=64, learning_rate=2e-3, lora_rank=8, lora_alpha=16,
-        max_steps=steps, save_steps=0, seed=seed, device="cpu",
+        max_steps=steps, save_steps=0, seed=seed, device="cpu", compute_dtype=compute_dtype,
     )  # fmt: skip
 
 
 def run_demo(
-    output_dir: str | Path, *, seed: int = 0, steps: int = 40, overwrite: bool = False
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 40,
+    overwrite: bool = False,
+    compute_dtype: str = "auto",
 ) -> dict[str, Any]:
     """Train the tiny model with GRPO and measure held-out greedy accuracy before and after."""
     from grpo_lite.evaluate import accuracy
@@ -122,7 +130,7 @@ def run_demo(
     start = time.perf_counter()
     output_dir = Path(output_dir)
     train, held = arithmetic_split()
-    cfg = demo_config(demo_model(), output_dir, seed=seed, steps=steps)
+    cfg = demo_config(demo_model(), output_dir, seed=seed, steps=steps, compute_dtype=compute_dtype)
     trainer = GRPOTrainer(
         cfg, train, [exact_answer, answer_tag_format], reward_weights=[1.0, 0.1], overwrite=overwrite
     )
@@ -138,6 +146,7 @@ def run_demo(
         "seconds": round(time.perf_counter() - start, 1),
         "final_reward": history[-1]["reward"] if history else None,
         "device": str(trainer.device),
+        "compute_dtype": history[-1]["compute_dtype"] if history else None,
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
