@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from grpo_lite.config import GRPOConfig
+from grpo_lite.config import ComputeDtype, GRPOConfig
 
 OPERANDS = 20  # problems a+b with a, b in [0, 20): 400 in all
 SPLIT_SEED = 1234  # fixed: the held-out problems must be the ones the cached model never saw
@@ -101,7 +101,7 @@ def demo_model() -> Path:
 
 
 def demo_config(
-    model: Path, output_dir: Path, *, seed: int, steps: int, compute_dtype: str = "auto"
+    model: Path, output_dir: Path, *, seed: int, steps: int, compute_dtype: ComputeDtype = "auto"
 ) -> GRPOConfig:
     """The demo's settings: 8 prompts x 8 completions a step, 8 new tokens, LoRA rank 8, 4-bit.
     ``compute_dtype="bfloat16"`` runs the GPU's 16-bit path on the CPU."""
@@ -118,7 +118,7 @@ def run_demo(
     seed: int = 0,
     steps: int = 40,
     overwrite: bool = False,
-    compute_dtype: str = "auto",
+    compute_dtype: ComputeDtype = "auto",
 ) -> dict[str, Any]:
     """Train the tiny model with GRPO and measure held-out greedy accuracy before and after."""
     from grpo_lite.evaluate import accuracy
