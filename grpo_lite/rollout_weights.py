@@ -84,12 +84,13 @@ class MergedRollout:
         """The copy with W = dequantize(base) + LoRA delta of the active adapters, as of now."""
         for source, target in self.merged_layers:
             base = source.get_base_layer() if _is_lora_layer(source) else source
-            weight = _dequantized(base)
-            target.weight.copy_(weight)  # (out, in) in the compute dtype
+            # (out, in), a new float32 tensor (never the base weight itself: a float32 base must stay untouched)
+            weight = _dequantized(base).to(torch.float32, copy=True)
             if _is_lora_layer(source) and not getattr(source, "disable_adapters", False):
                 for adapter in source.active_adapters:
                     if adapter in source.lora_A:
-                        target.weight.add_(source.get_delta_weight(adapter).to(self.dtype))
+                        weight += source.get_delta_weight(adapter).float()  # scaling * B @ A
+            target.weight.copy_(weight)  # into the compute dtype
         return self.model
 
     @property

@@ -107,3 +107,15 @@ def test_a_layer_of_unknown_quantization_falls_back_naming_its_type(
         out = make_rollout_weights(tr.model, choice="merged", dtype=torch.float32)
     assert isinstance(out, AdapterRollout)
     assert "StrangeQuantLinear" in caplog.text and "rollout_weights='adapter'" in caplog.text
+
+
+def test_merging_never_touches_the_base_weights_of_a_full_precision_model(tiny_model_path, sum_rows, tmp_path):
+    cfg = make_cfg(tiny_model_path, tmp_path / "r", load_in_4bit=False, rollout_weights="merged")
+    tr = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
+    base = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
+    for _ in range(2):
+        tr.train_step()  # each rollout rewrites the merged copy first
+    tr.sampler_model.current()
+    assert all(torch.equal(base[n], p) for n, p in tr.model.named_parameters() if not p.requires_grad)
+    ids = torch.randint(10, 60, (2, 9))
+    assert (_logits(tr.sampler_model.model, ids) - _logits(tr.model, ids)).abs().max() < 1e-4
