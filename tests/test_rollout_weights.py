@@ -109,7 +109,9 @@ def test_a_layer_of_unknown_quantization_falls_back_naming_its_type(
     assert "StrangeQuantLinear" in caplog.text and "rollout_weights='adapter'" in caplog.text
 
 
-def test_merging_never_touches_the_base_weights_of_a_full_precision_model(tiny_model_path, sum_rows, tmp_path):
+def test_merging_never_touches_the_base_weights_of_a_full_precision_model(
+    tiny_model_path, sum_rows, tmp_path
+):
     cfg = make_cfg(tiny_model_path, tmp_path / "r", load_in_4bit=False, rollout_weights="merged")
     tr = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
     base = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
