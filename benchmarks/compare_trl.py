@@ -227,6 +227,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for impl in ("grpo-lite", "trl"):
                 args = ["--task", "learning", "--learning-steps", str(a.learning_steps), "--seed", str(seed)]
                 learning[impl].append(_spawn(impl, args, f"learning check, seed {seed}"))
+    result = collect(runs, learning, steps=steps, reps=reps, seeds=seeds, learning_steps=a.learning_steps)
+    print(table(result))
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def collect(
+    runs: dict[str, list[dict[str, Any]]],
+    learning: dict[str, list[dict[str, Any]]],
+    *,
+    steps: int,
+    reps: int,
+    seeds: int,
+    learning_steps: int,
+) -> dict[str, Any]:
+    """The result: each trainer's summary, the ratios, and every run's raw values."""
     last = max(1, steps // 2)
     ours, trl = summarize(runs["grpo-lite"], last), summarize(runs["trl"], last)
     result = {
@@ -238,21 +255,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "step_time_ratio": ours["step_seconds_median"] / trl["step_seconds_median"],
         "peak_mem_ratio": ours["peak_mem_mb"] / trl["peak_mem_mb"],
         "last_steps_averaged": last,
-        "learning_steps": a.learning_steps,
-        "learning_seeds": seeds if a.learning_steps > 0 else 0,
+        "learning_steps": learning_steps,
+        "learning_seeds": seeds if learning_steps > 0 else 0,
         "runs": runs,
         "learning_runs": learning,
     }  # fmt: skip
-    if a.before:
+    if "grpo-lite-before" in runs:
         before = summarize(runs["grpo-lite-before"], last)
         result["grpo_lite_before"] = before
         result["before_ratios"] = {
             "step_time": ours["step_seconds_median"] / before["step_seconds_median"],
             "gen_tokens_per_sec": ours["gen_tokens_per_sec"] / before["gen_tokens_per_sec"],
         }
-    print(table(result))
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

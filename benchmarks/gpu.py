@@ -304,20 +304,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    "planned_peak_gb_merged": planned_peak_gb(model, tokens, "merged")}  # fmt: skip
             result["rows"].append(row)
             for impl in impls:
-                if over_budget(f"{impl} {size} {tokens}"):
-                    continue
-                out = Path(tmp) / f"{impl}-{size}-{tokens}.json"
-                proc = _run([sys.executable, __file__, "--worker", impl, model, str(tokens), "--steps",
-                             str(a.steps), "--device", a.device, "--out", str(out)])  # fmt: skip
-                if proc.returncode:
-                    row[impl] = {"error": proc.stderr[-2000:]}
-                    print(f"  {impl} {size} {tokens}: FAILED\n{proc.stderr[-2000:]}", flush=True)
-                else:
-                    row[impl] = step_parts(json.loads(out.read_text()))
-                    print(f"  {impl:9s} {size} x {tokens} tokens: {row[impl]['step_seconds_median']:.2f} s/step, "
-                          f"{row[impl]['gen_tokens_per_sec']:.0f} tokens/s, "
-                          f"{row[impl]['peak_mem_mb'] / 1024:.2f} GB", flush=True)  # fmt: skip
-                save()
+                if not over_budget(f"{impl} {size} {tokens}"):
+                    row[impl] = _train_run(impl, size, model, tokens, a, Path(tmp))
+                    save()
     result["seconds"] = time.perf_counter() - start
     print(table(result))
     save()
@@ -338,6 +327,20 @@ def parse_runs(spec: str) -> list[tuple[str, int, list[str]]]:
         if unknown:
             sys.exit(f"--runs: unknown {unknown}; models {list(QWEN)}, runs {[*VARIANTS, 'trl']}")
     return plan
+
+
+def _train_run(impl: str, size: str, model: str, tokens: int, a: Any, tmp: Path) -> dict[str, Any]:
+    """One trainer or variant in a fresh process: its step parts, or the error it ended with."""
+    out = tmp / f"{impl}-{size}-{tokens}.json"
+    proc = _run([sys.executable, __file__, "--worker", impl, model, str(tokens), "--steps", str(a.steps),
+                 "--device", a.device, "--out", str(out)])  # fmt: skip
+    if proc.returncode:
+        print(f"  {impl} {size} {tokens}: FAILED\n{proc.stderr[-2000:]}", flush=True)
+        return {"error": proc.stderr[-2000:]}
+    m = step_parts(json.loads(out.read_text()))
+    print(f"  {impl:9s} {size} x {tokens} tokens: {m['step_seconds_median']:.2f} s/step, "
+          f"{m['gen_tokens_per_sec']:.0f} tokens/s, {m['peak_mem_mb'] / 1024:.2f} GB", flush=True)  # fmt: skip
+    return m
 
 
 def _rollouts(size: str, model: str, source: str, tokens: int, a: Any, tmp: Path) -> dict[str, Any]:

@@ -70,6 +70,15 @@ def test_summaries_by_hand():
     assert "| demo task: accuracy after 30 steps (mean over 2 seeds) | 80.0% | 80.0% | 1.00 |" in text
     assert "grpo-lite 70.0%, 90.0%; TRL 70.0%, 90.0%" in text
 
+    # --before: grpo-lite's earlier rollout road, its ratios by hand (a: 3.5 s, 140/3 tok/s; b: 3.5 s, 130/4)
+    collected = compare_trl.collect({"grpo-lite": [a], "trl": [b], "grpo-lite-before": [b]}, {"grpo-lite": [], "trl": []},
+                                    steps=4, reps=1, seeds=0, learning_steps=0)  # fmt: skip
+    assert collected["before_ratios"]["step_time"] == pytest.approx(3.5 / 3.5)
+    assert collected["before_ratios"]["gen_tokens_per_sec"] == pytest.approx((140 / 3) / (130 / 4))
+    assert "now / then: step time 1.00, tokens/s 1.44" in compare_trl.table(collected)
+    assert "grpo_lite_before" not in compare_trl.collect({"grpo-lite": [a], "trl": [b]}, {"grpo-lite": [], "trl": []},
+                                                         steps=4, reps=1, seeds=0, learning_steps=0)  # fmt: skip
+
 
 SMALL = dict(prompts_per_step=2, group_size=4, micro_batch_size=8, max_new_tokens=6, max_prompt_tokens=16,
              learning_rate=1e-2, lora_rank=4, lora_alpha=8, beta=0.04, save_steps=0, seed=0, device="cpu")  # fmt: skip
