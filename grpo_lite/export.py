@@ -158,6 +158,16 @@ def _usage(base: str, merged: bool) -> list[str]:
     ]  # fmt: skip
 
 
+def save_trained_adapter(directory: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> Path:
+    """A trainer's adapter in peft layout, its tokenizer, ``grpo_lite.json`` (``info``: config, how it
+    trained, rewards with weights and source, final metrics) and a model card; returns ``directory``."""
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "grpo_lite.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (directory / "README.md").write_text(model_card(info))
+    return directory
+
+
 def write_adapter_folder(dest: Path, source: Path, info: dict[str, Any]) -> None:
     """Adapter files, tokenizer, reward curve and model card from ``source`` into ``dest`` (exists)."""
     for path in source.iterdir():

@@ -271,8 +271,7 @@ def plan_for_config(
     if gpu_gb is None:
         import torch
 
-        cuda = torch.cuda.is_available()
-        gpu_gb = torch.cuda.get_device_properties(0).total_memory / GB if cuda else T4_GB
+        gpu_gb = device_memory_gb(torch.device("cuda")) if torch.cuda.is_available() else T4_GB
     compute_dtype = cfg.compute_dtype
     if compute_dtype == "auto" and cfg.device == "cpu":
         compute_dtype = "float32"
@@ -287,6 +286,17 @@ def plan_for_config(
         return plan_memory(source, rollout_weights=cfg.rollout_weights, **settings)
     merged = plan_memory(source, rollout_weights="merged", **settings)
     return merged if merged.fits else plan_memory(source, rollout_weights="adapter", **settings)
+
+
+def device_memory_gb(device: Any) -> float:
+    """A CUDA device's memory, or the machine's RAM for ``cpu`` (what a CPU run can use), in GB."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(device).total_memory / GB
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GB
 
 
 def _peak(shape: ModelShape, settings: dict[str, Any]) -> tuple[float, dict[str, float]]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from typing import Any
 
 import torch
 
 from grpo_lite.config import GRPOConfig
+from grpo_lite.precision import LossScaler
+
+log = logging.getLogger(__name__)
 
 
 def make_optimizer(
@@ -33,3 +39,40 @@ def make_optimizer(
         num_training_steps=cfg.max_steps * cfg.num_iterations,
     )
     return optimizer, scheduler
+
+
+def clipped_step(
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: LossScaler,
+    *,
+    loss: float,
+    max_grad_norm: float,
+    device: torch.device,
+    step: int,
+) -> dict[str, float]:
+    """Unscale (float16), clip to ``max_grad_norm`` (0: no clipping) and step optimizer and schedule.
+
+    A non-finite loss or gradient norm skips the update: nothing is applied, the schedule does not
+    advance, and in float16 the loss scale is halved for the next try. Returns ``grad_norm``,
+    ``update_skipped``, ``time/optimizer`` and, in float16, the ``loss_scale`` the step ran with.
+    """
+    max_norm = max_grad_norm if max_grad_norm > 0 else float("inf")
+    scale = {"loss_scale": scaler.scale_value} if scaler.enabled else {}
+    scaler.unscale(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        scaler.step(optimizer, finite=False)
+        optimizer.zero_grad(set_to_none=True)
+        log.warning(
+            "step %d: non-finite loss (%s) or gradient norm (%s): update skipped", step, loss, grad_norm
+        )
+        return {"grad_norm": grad_norm, "update_skipped": 1.0, "time/optimizer": 0.0} | scale
+    t0 = time.perf_counter()
+    scaler.step(optimizer, finite=True)
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the step's kernels are asynchronous: time them whole
+    return {"grad_norm": grad_norm, "update_skipped": 0.0, "time/optimizer": time.perf_counter() - t0} | scale

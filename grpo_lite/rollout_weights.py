@@ -135,14 +135,10 @@ def _dequantized(layer: nn.Module) -> torch.Tensor:
 
 
 def memory_budget_gb(device: torch.device) -> float:
-    """The GPU's memory, or the machine's RAM for a CPU run."""
-    from grpo_lite.memory import GB
+    """The memory the planner may fill: the GPU's, or the machine's RAM on the CPU."""
+    from grpo_lite.memory import device_memory_gb
 
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory / GB
-    import os
-
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GB
+    return device_memory_gb(device)
 
 
 def choose_rollout_weights(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype) -> str:

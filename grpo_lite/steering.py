@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grpo_lite.rollout import Sampling
+from rewards import Combined
 
 
 @dataclass
@@ -24,6 +25,19 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.sampling or self.rewards)
+
+    def apply(self, sampling: Sampling, rewards: Combined) -> tuple[Combined, dict[str, Any]]:
+        """Set the sampling settings in place and replace reward functions; returns the new combined
+        reward and what changed (as recorded in that step's metrics: ``changes``)."""
+        changes: dict[str, Any] = {}
+        for key, value in self.sampling.items():
+            if getattr(sampling, key) != value:
+                setattr(sampling, key, value)
+                changes[key] = value
+        for name, (fn, source) in self.rewards.items():
+            rewards = rewards.replace_function(name, fn, source)
+            changes[f"reward:{name}"] = rewards.rewards[rewards.names.index(name)].source
+        return rewards, changes
 
 
 class Steering:

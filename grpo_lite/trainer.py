@@ -7,7 +7,6 @@ its listeners. Shapes: B prompts, G completions each, N = B*G, T completion toke
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -27,7 +26,7 @@ from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.loss import grpo_loss, microbatch_weight
 from grpo_lite.metrics import step_metrics
 from grpo_lite.model import load_policy, trainable_parameters
-from grpo_lite.optim import make_optimizer
+from grpo_lite.optim import clipped_step, make_optimizer
 from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout_weights import rollout_sampler
@@ -284,35 +283,13 @@ class GRPOTrainer:
         return metrics | self._optimizer_step(loss_total)
 
     def _optimizer_step(self, loss: float) -> dict[str, float]:
-        """Unscale (float16), clip and step; a non-finite loss or gradient skips the update (recorded,
-        never applied; in float16 the loss scale is halved for the next try)."""
-        params = trainable_parameters(self.model)
-        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        scale = {"loss_scale": self.scaler.scale_value} if self.scaler.enabled else {}
-        self.scaler.unscale(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            self.scaler.step(self.optimizer, finite=False)
-            self.optimizer.zero_grad(set_to_none=True)
-            log.warning(
-                "step %d: non-finite loss (%s) or gradient norm (%s): update skipped",
-                self.step + 1,
-                loss,
-                grad_norm,
-            )
-            return {"grad_norm": grad_norm, "update_skipped": 1.0, "time/optimizer": 0.0} | scale
-        t0 = time.perf_counter()
-        self.scaler.step(self.optimizer, finite=True)
-        self._optimizer_steps_taken += 1
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # the step's kernels are asynchronous: time them whole
-        return {
-            "grad_norm": grad_norm,
-            "update_skipped": 0.0,
-            "time/optimizer": time.perf_counter() - t0,
-        } | scale
+        """Unscale, clip and step (optim.clipped_step); a non-finite loss or gradient skips the update."""
+        out = clipped_step(
+            trainable_parameters(self.model), self.optimizer, self.scheduler, self.scaler, loss=loss,
+            max_grad_norm=self.cfg.max_grad_norm, device=self.device, step=self.step + 1,
+        )  # fmt: skip
+        self._optimizer_steps_taken += int(not out["update_skipped"])
+        return out
 
     def _completion_logprobs(
         self, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *, with_entropy: bool = False
@@ -345,15 +322,7 @@ class GRPOTrainer:
             time.sleep(0.05)
             for cb in self.callbacks:
                 cb.on_step_boundary(self)
-        requested = self.steering.take()
-        changes: dict[str, Any] = {}
-        for key, value in requested.sampling.items():
-            if getattr(self.sampling, key) != value:
-                setattr(self.sampling, key, value)
-                changes[key] = value
-        for name, (fn, source) in requested.rewards.items():
-            self.rewards = self.rewards.replace_function(name, fn, source)
-            changes[f"reward:{name}"] = self.rewards.rewards[self.rewards.names.index(name)].source
+        self.rewards, changes = self.steering.take().apply(self.sampling, self.rewards)
         return changes
 
     def _emit(self, metrics: dict[str, Any]) -> None:
@@ -421,11 +390,8 @@ class GRPOTrainer:
     def save_adapter(self, directory: str | Path) -> Path:
         """The adapter in peft layout (adapter_config.json, adapter_model.safetensors), the tokenizer,
         ``grpo_lite.json`` (config, rewards with weights and source, final metrics) and a model card."""
-        from grpo_lite.export import model_card
+        from grpo_lite.export import save_trained_adapter
 
-        directory = Path(directory)
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
         rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in self.rewards.rewards]
         info = {
             "config": self.cfg.to_dict(),
@@ -433,9 +399,7 @@ class GRPOTrainer:
             "rewards": rewards,
             "metrics": self.history[-1:],
         }
-        (directory / "grpo_lite.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-        (directory / "README.md").write_text(model_card(info))
-        return directory
+        return save_trained_adapter(Path(directory), self.model, self.tokenizer, info)
 
     def _plot(self) -> None:
         from grpo_lite.plotting import plot_rewards
