@@ -1,8 +1,11 @@
 """``code_unit_tests``: the share of a sample's asserts that the completion's code passes.
 
-The code is the last fenced python block of the completion; it runs with the asserts of the
-``tests`` column in the sandbox of :mod:`rewards.sandbox` (time, memory, process and output limits,
-a scrubbed environment, no network and an unprivileged uid where the system allows).
+The code is the last fenced python block of the completion; the tests of the ``tests`` column run
+against it in the sandbox of :mod:`rewards.sandbox`: namespaces of its own where Linux allows (no
+network, no view of the host's processes or files), limits, and a judge in a separate process that
+compares genuine values, so objects that lie about equality, shadowed builtins and forged results
+earn nothing. ``limits=Limits(require_isolation=True)`` refuses to run code where no namespaces can
+be made; ``print(rewards.sandbox.capabilities())`` says what is in force here.
 """
 
 from __future__ import annotations

@@ -1,24 +1,31 @@
-"""Running model-written Python with its unit tests in a separate, limited process.
+"""Running model-written Python with its unit tests, isolated from the machine that trains on it.
 
-What is isolated (Linux):
-- time: a wall-clock limit (the whole process group is killed) and a CPU-time limit (RLIMIT_CPU);
-- memory: an address-space limit (RLIMIT_AS, default 1 GiB); the parent's memory is never touched;
-- processes: a process-count limit (RLIMIT_NPROC) and a new session; on exit or timeout the whole
-  process group is killed, and when running as root every process of the sandbox's own uid too;
-- output: stdout/stderr go to a file capped by RLIMIT_FSIZE (64 KiB kept); the parent never reads
-  more than that;
-- files: a fresh temporary working directory, removed afterwards; stdin is closed;
-- environment: built from an allowlist (PATH, LANG, LC_ALL), so no token or secret of the parent's
-  reaches the code; Python runs in isolated mode (``-I``);
-- as root: an unprivileged uid of its own (one per concurrent run) when the Python installation is
-  readable by other users (see :func:`drops_privileges`), and no network (a new, empty network
-  namespace).
+On Linux with unprivileged user namespaces (current distributions, Colab) each run gets:
 
-What is not: without root, the code runs as the calling user, can reach the network, and reads
-what that user can read. As root with a Python only root can read (pyenv under /root), the code
-keeps root's uid (no network still, but the process-count limit does not bind root). Results travel over an inherited pipe as lines tagged with a per-run
-random token, so printing "PASSED" or exiting early cannot fake a passed assert; a program that
-deliberately introspects the harness to find the token is out of scope.
+- its own **user, mount, PID, network, IPC and UTS namespaces** — through bubblewrap (``bwrap``,
+  Debian/Ubuntu package ``bubblewrap``) when it is installed, else through the same setup made by
+  :mod:`rewards.sandbox_harness` itself. The code sees a read-only ``/usr`` and interpreter, a private
+  ``/tmp`` and working directory, a ``/proc`` of its own PID namespace (no other process, environment
+  or descriptor of the host is visible or signalable), no network (not even the host's loopback), and
+  nothing of the user's home, tokens or run directory;
+- **no root**: started as root, each concurrent run switches to a uid of its own (61000…) before the
+  namespaces are made, when some Python on the machine is readable by other users (the trainer's own,
+  else ``/usr/bin/python3``); otherwise it keeps root's uid inside namespaces with no capabilities,
+  and the process-count limit does not bind (root is exempt from it) — :func:`capabilities` says so;
+- **limits**: wall clock (every process is killed: process group, PID namespace), CPU time, address
+  space (1 GiB), processes, output (64 KiB kept); a scrubbed environment; stdin closed;
+- **a judge it cannot lie to** (:mod:`rewards.sandbox_harness`): the tests run in a separate process
+  on genuine builtin values; what the code returns crosses a pipe as plain data, so an object whose
+  ``__eq__`` always says yes, a lying subclass of ``int``/``str``, shadowed builtins, names rebound in
+  the tests' namespace, printing "PASSED", exiting early, reading the tests file and introspecting
+  frames to forge results all fail. Out of scope: a solution that special-cases the test inputs it
+  is called with (it sees its own arguments), and equality between two objects the solution itself
+  made (only the solution's ``__eq__`` can answer that).
+
+Without user namespaces (or with ``isolation="none"``) only the limits, the scrubbed environment,
+the judge and — as root — a uid of its own and no network remain; that is said once, loudly, at
+first use, and ``Limits(require_isolation=True)`` refuses to run code at all there. macOS: the same
+minus the uid switch (untested). Windows: not supported (no ``resource`` module).
 """
 
 from __future__ import annotations
@@ -27,73 +34,54 @@ import contextlib
 import functools
 import json
 import os
-import secrets
+import platform
 import select
 import shutil
 import signal
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
 SANDBOX_UID_BASE = 61000  # uids 61000.. serve concurrent runs when started as root
+INNER_UID = 1000  # the code's uid inside its user namespace
 OUTPUT_LIMIT = 64 * 1024
+HARNESS = Path(__file__).with_name("sandbox_harness.py")
+ISOLATIONS = ("auto", "bubblewrap", "unshare", "none")
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache")
 
-HARNESS = r"""
-import ctypes, json, os, resource, signal, sys
-def _confine(limits):
-    # Limits first, then no network and an unprivileged uid (as root), then the model's code.
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu"], limits["cpu"] + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (limits["memory"], limits["memory"]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["output"], limits["output"]))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-long output fails the write, not the run
-    if os.geteuid() == 0:
-        ctypes.CDLL(None, use_errno=True).unshare(0x40000000)  # CLONE_NEWNET: no network
-    uid = limits["uid"]
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-def _harness():
-    token = os.environ.pop("GRPO_LITE_SANDBOX_TOKEN")
-    fd = int(os.environ.pop("GRPO_LITE_SANDBOX_FD"))
-    limits = json.loads(os.environ.pop("GRPO_LITE_SANDBOX_LIMITS"))
-    with open("tests.json") as f:
-        tests = json.load(f)
-    with open("solution.py") as f:
-        code = f.read()
-    _confine(limits)
-    namespace = {"__name__": "__main__"}
-    try:
-        exec(compile(code, "solution.py", "exec"), namespace)
-    except BaseException:
-        tests = []
-    for i, test in enumerate(tests):
-        try:
-            exec(compile(test, f"test_{i}", "exec"), namespace)
-        except BaseException:
-            continue
-        os.write(fd, f"{token}:{i}\n".encode())
-    os.write(fd, f"{token}:done\n".encode())
-_harness()
-"""
+
+class SandboxUnavailable(RuntimeError):
+    """Isolation was required (or a named isolation asked for) and this machine cannot provide it."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandboxed run."""
+    """Resource limits and isolation of one sandboxed run.
+
+    ``isolation``: ``"auto"`` (bubblewrap, else grpo-lite's own namespaces, else none), or one of
+    ``"bubblewrap"``, ``"unshare"``, ``"none"`` (an unavailable one raises :class:`SandboxUnavailable`).
+    ``require_isolation``: refuse to run code (raise :class:`SandboxUnavailable`) where no namespaces
+    can be made, instead of running it with limits only.
+    """
 
     wall_seconds: float = 5.0
     cpu_seconds: int = 5
     memory_bytes: int = 1 << 30
     max_processes: int = 32
     output_bytes: int = OUTPUT_LIMIT
+    isolation: str = "auto"
+    require_isolation: bool = False
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"Limits.isolation={self.isolation!r}: expected one of {', '.join(ISOLATIONS)}")
 
 
 @dataclass
@@ -104,6 +92,195 @@ class RunResult:
     output: str
 
 
+PROTECTIONS = (
+    "wall-clock kill of every process it starts",
+    "CPU-time, memory and output limits",
+    "process-count limit",
+    "scrubbed environment (no tokens)",
+    "tests judged in a process the code cannot reach",
+    "own PID namespace (host processes invisible, unsignalable)",
+    "no network (own network namespace)",
+    "private filesystem (read-only system; home, tokens, run directory invisible)",
+    "own IPC namespace",
+    "not root on the host",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How runs start here: isolation, interpreter (and its prefix, bound read-only) and uid."""
+
+    isolation: str
+    interpreter: str
+    prefix: str
+    per_run_uid: bool  # root switching to 61000+ per run
+    host_root: bool  # the code keeps root's uid on the host (no uid switch possible)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which protections are in force for sandboxed code on this machine (see :func:`capabilities`)."""
+
+    system: str
+    isolation: str
+    user: str
+    interpreter: str
+    protections: dict[str, bool] = field(default_factory=dict)
+    why: str = ""
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name, on in self.protections.items() if not on]
+
+    def __str__(self) -> str:
+        lines = [f"code sandbox on {self.system}: isolation={self.isolation}, runs as {self.user}, "
+                 f"python {self.interpreter}" + (f" ({self.why})" if self.why else "")]  # fmt: skip
+        lines += [f"  [{'x' if on else ' '}] {name}" for name, on in self.protections.items()]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# what this machine allows
+def _others_can_read(path: str) -> bool:
+    """Every directory above ``path`` is searchable by other users, and ``path`` itself readable."""
+    path = os.path.realpath(path)
+    try:
+        mode = os.stat(path).st_mode
+        if not mode & stat.S_IROTH or (stat.S_ISDIR(mode) and not mode & stat.S_IXOTH):
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+@functools.cache
+def _prefix_of(interpreter: str) -> str | None:
+    """``sys.base_prefix`` of another Python (None if it does not run)."""
+    if os.path.realpath(interpreter) == os.path.realpath(sys.executable):
+        return sys.base_prefix
+    try:
+        out = subprocess.run([interpreter, "-I", "-S", "-u", "-c", "import sys; print(sys.base_prefix)"],
+                             capture_output=True, text=True, timeout=10, env=ENV)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _choose_interpreter() -> tuple[str, str, bool]:
+    """(interpreter, prefix, others can read it): the trainer's own Python when others can read it
+    (or we are not root), else the first world-readable system Python, else our own."""
+    own = os.path.realpath(sys.executable)
+    if os.geteuid() != 0:
+        return own, sys.base_prefix, True
+    for candidate in (own, "/usr/bin/python3", "/usr/local/bin/python3"):
+        real = os.path.realpath(candidate)
+        prefix = _prefix_of(real) if os.path.exists(real) else None
+        if prefix and _others_can_read(real) and _others_can_read(prefix):
+            return real, prefix, True
+    return own, sys.base_prefix, False
+
+
+def _plans(isolation: str) -> list[Plan]:
+    interpreter, prefix, readable = _choose_interpreter()
+    root = os.geteuid() == 0
+    per_run_uid = root and readable
+    names = ["bubblewrap", "unshare", "none"] if isolation == "auto" else [isolation]
+    if platform.system() != "Linux":
+        names = ["none"]
+    return [Plan(n, interpreter, prefix, per_run_uid, root and not per_run_uid) for n in names]
+
+
+@functools.cache
+def _plan_and_capabilities(isolation: str) -> tuple[Plan | None, Capabilities, str]:
+    """The first plan that runs a trivial program correctly here; its capabilities; why others failed."""
+    failures = []
+    for plan in _plans(isolation):
+        if plan.isolation == "bubblewrap" and not shutil.which("bwrap"):
+            failures.append("bubblewrap: bwrap not installed (apt-get install bubblewrap)")
+            continue
+        if plan.isolation == "none" and not hasattr(os, "fork"):
+            failures.append("none: this system cannot fork")
+            continue
+        result = _run("x = 1\n", ["assert x == 1", "assert x == 2"], Limits(wall_seconds=20), plan)
+        if (result.passed, result.total) == (1, 2):
+            return plan, _capabilities_of(plan, "; ".join(failures)), ""
+        failures.append(f"{plan.isolation}: {result.output.strip()[-300:] or 'no result'}")
+    system = platform.system()
+    empty = Capabilities(system, "unavailable", "-", sys.executable, dict.fromkeys(PROTECTIONS, False))
+    return None, empty, "; ".join(failures)
+
+
+def _capabilities_of(plan: Plan, why: str) -> Capabilities:
+    namespaces = plan.isolation in ("bubblewrap", "unshare")
+    root = os.geteuid() == 0
+    if plan.per_run_uid:
+        user = f"a uid of its own per run ({SANDBOX_UID_BASE}+)"
+    elif root:
+        user = "root's uid (no Python here is readable by other users)"
+    else:
+        user = f"the calling user's uid ({os.geteuid()})"
+    on = {
+        PROTECTIONS[0]: True,
+        PROTECTIONS[1]: True,
+        PROTECTIONS[2]: not plan.host_root,
+        PROTECTIONS[3]: True,
+        PROTECTIONS[4]: namespaces or not plan.host_root,  # root with capabilities could trace the judge
+        PROTECTIONS[5]: namespaces,
+        PROTECTIONS[6]: namespaces or root,
+        PROTECTIONS[7]: namespaces,
+        PROTECTIONS[8]: namespaces,
+        PROTECTIONS[9]: not plan.host_root,
+    }
+    return Capabilities(platform.system(), plan.isolation, user, plan.interpreter, on, why)
+
+
+def capabilities(isolation: str = "auto") -> Capabilities:
+    """Which protections sandboxed code gets here (probed once by running a trivial program).
+
+    >>> print(capabilities())  # doctest: +SKIP
+    code sandbox on Linux: isolation=bubblewrap, runs as a uid of its own per run (61000+), ...
+      [x] wall-clock kill of every process it starts
+      ...
+    """
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation={isolation!r}: expected one of {', '.join(ISOLATIONS)}")
+    return _plan_and_capabilities(isolation)[1]
+
+
+_warned: set[str] = set()
+
+
+def _plan_for(limits: Limits) -> Plan:
+    plan, caps, failures = _plan_and_capabilities(limits.isolation)
+    if plan is None:
+        raise SandboxUnavailable(
+            f"code sandbox: isolation={limits.isolation!r} is not available here: {failures}"
+        )
+    if limits.require_isolation and plan.isolation == "none":
+        raise SandboxUnavailable(
+            f"code sandbox: Limits(require_isolation=True) and no namespaces can be made here "
+            f"({failures}); not running model-written code.\n{caps}"
+        )
+    if caps.missing and str(caps) not in _warned:
+        _warned.add(str(caps))
+        warnings.warn(
+            f"model-written code will run WITHOUT: {'; '.join(caps.missing)}.\n{caps}\n"
+            "Install bubblewrap or enable unprivileged user namespaces; "
+            "Limits(require_isolation=True) refuses to run code instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------
+# one run
 _uid_lock = threading.Lock()
 _free_uids: list[int] = []
 _next_uid = SANDBOX_UID_BASE
@@ -135,82 +312,114 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-@functools.cache
 def drops_privileges() -> bool:
-    """True when runs switch to an unprivileged uid: we are root and the Python installation is
-    readable by other users (a Python under /root, as pyenv installs it there, is not)."""
-    if os.geteuid() != 0:
-        return False
-    paths = sysconfig.get_paths()
-    for top in (paths["stdlib"], paths["purelib"]):
-        path = os.path.realpath(top)
-        while True:
-            mode = os.stat(path).st_mode
-            if not mode & stat.S_IXOTH or (path == os.path.realpath(top) and not mode & stat.S_IROTH):
-                return False
-            if path == os.path.dirname(path):
-                break
-            path = os.path.dirname(path)
-    return True
+    """True when runs switch to an unprivileged uid of their own (we are root and some Python here is
+    readable by other users)."""
+    plan, _, _ = _plan_and_capabilities("auto")
+    return plan is not None and plan.per_run_uid
+
+
+def _read_only_paths(plan: Plan) -> list[str]:
+    paths = [p for p in SYSTEM_PATHS if os.path.lexists(p)]
+    if not any(plan.prefix == p or plan.prefix.startswith(p + "/") for p in paths):
+        paths.append(plan.prefix)
+    return paths
+
+
+def _command(plan: Plan, workdir: str, results_fd: int, confine: dict) -> list[str]:
+    argv = [str(results_fd), json.dumps(confine)]
+    if plan.isolation == "bubblewrap":
+        binds: list[str] = []
+        for path in _read_only_paths(plan):
+            if os.path.islink(path):
+                binds += ["--symlink", os.readlink(path), path]
+            else:
+                binds += ["--ro-bind", path, path]
+        return [
+            shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
+            "--new-session", "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--hostname", "sandbox",
+            *binds, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--bind", os.path.join(workdir, "work"), "/work", "--chdir", "/work", "--remount-ro", "/",
+            plan.interpreter, "-I", "-S", "-u", "/work/harness.py", *argv,
+        ]  # fmt: skip
+    harness = os.path.join(workdir, "work", "harness.py")
+    if plan.isolation == "unshare":
+        spec = {"inner": INNER_UID, "root": os.path.join(workdir, "root"), "work": os.path.join(workdir, "work"),
+                "read_only": _read_only_paths(plan), "argv": argv}  # fmt: skip
+        return [plan.interpreter, "-I", "-S", "-u", harness, "--confine", json.dumps(spec)]
+    return [plan.interpreter, "-I", "-S", "-u", harness, *argv]
 
 
 def run_tests(code: str, tests: list[str], limits: Limits = Limits()) -> RunResult:
-    """Run ``code`` then each assert in ``tests`` in a sandboxed Python; count the asserts that passed."""
+    """Run ``code`` then each test in ``tests`` in the sandbox; count the tests that passed."""
+    return _run(code, tests, limits, _plan_for(limits))
+
+
+@functools.cache
+def _harness_source() -> str:
+    return HARNESS.read_text()
+
+
+def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
     workdir = tempfile.mkdtemp(prefix="grpo-lite-sandbox-")
-    uid = _take_uid() if drops_privileges() else None
+    uid = _take_uid() if plan.per_run_uid else None
     read_fd, write_fd = os.pipe()
-    token = secrets.token_hex(16)
     timed_out = False
+    proc = None
     try:
-        with open(os.path.join(workdir, "solution.py"), "w") as f:
-            f.write(code)
-        with open(os.path.join(workdir, "tests.json"), "w") as f:
-            json.dump(tests, f)
-        with open(os.path.join(workdir, "harness.py"), "w") as f:
-            f.write(HARNESS)
+        work = os.path.join(workdir, "work")
+        os.mkdir(work, 0o700)
+        os.mkdir(os.path.join(workdir, "root"), 0o700)
+        for name, text in (
+            ("solution.py", code),
+            ("tests.json", json.dumps(tests)),
+            ("harness.py", _harness_source()),
+        ):
+            with open(os.path.join(work, name), "w") as f:
+                f.write(text)
         if uid is not None:
-            os.chown(workdir, uid, uid)
-            for name in os.listdir(workdir):
-                os.chown(os.path.join(workdir, name), uid, uid)
-        env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL") if k in os.environ}
-        confine = {"cpu": limits.cpu_seconds, "memory": limits.memory_bytes, "output": limits.output_bytes,
-                   "processes": limits.max_processes, "uid": uid}  # fmt: skip
-        env |= {
-            "GRPO_LITE_SANDBOX_TOKEN": token,
-            "GRPO_LITE_SANDBOX_FD": str(write_fd),
-            "GRPO_LITE_SANDBOX_LIMITS": json.dumps(confine),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
+            for path in (
+                workdir,
+                work,
+                os.path.join(workdir, "root"),
+                *(os.path.join(work, n) for n in os.listdir(work)),
+            ):
+                os.chown(path, uid, uid)
+        confine: dict[str, object] = {"cpu": limits.cpu_seconds, "memory": limits.memory_bytes, "output": limits.output_bytes,
+                   "processes": limits.max_processes}  # fmt: skip
+        if plan.isolation == "none":
+            confine |= {"plain": True, "uid": uid}  # the harness itself unshares the network and drops to uid
+        switch = uid if uid is not None and plan.isolation != "none" else None
         out_path = os.path.join(workdir, "output.txt")
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-u", "harness.py"],
-                cwd=workdir,
-                env=env,
+                _command(plan, workdir, write_fd, confine),
+                cwd=work,
+                env=ENV,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
                 start_new_session=True,
+                user=switch,
+                group=switch,
+                extra_groups=[] if switch is not None else None,
             )
         os.close(write_fd)
         write_fd = -1
         lines, timed_out = _read_results(read_fd, proc, limits.wall_seconds)
-        tagged = {line.split(":", 1)[1] for line in lines if line.startswith(token + ":")}
-        passed = {t for t in tagged if t.isdigit()}
+        passed = {line for line in lines if line.isdigit() and int(line) < len(tests)}
         with open(out_path, "rb") as f:
             output = f.read(limits.output_bytes).decode(errors="replace")
         return RunResult(passed=len(passed), total=len(tests), timed_out=timed_out, output=output)
     finally:
-        _cleanup(locals().get("proc"), uid, read_fd, write_fd, workdir)
+        _cleanup(proc, uid if plan.isolation == "none" else None, read_fd, write_fd, workdir)
+        if uid is not None:
+            _give_uid(uid)
 
 
 def _read_results(read_fd: int, proc: subprocess.Popen[bytes], wall_seconds: float) -> tuple[list[str], bool]:
-    """Result lines until the harness says done or exits; (lines, timed_out).
-
-    Children the code started may still hold the pipe open, so the end is the harness's own exit
-    (or its "done" line), not end-of-file.
-    """
+    """Result lines until the judge says done or the sandbox exits; (lines, timed_out)."""
     deadline = time.monotonic() + wall_seconds
     data = b""
     while True:
@@ -221,9 +430,14 @@ def _read_results(read_fd: int, proc: subprocess.Popen[bytes], wall_seconds: flo
         if ready:
             chunk = os.read(read_fd, 4096)
             data += chunk[: max(0, OUTPUT_LIMIT - len(data))]
-            if not chunk or b":done\n" in data:
+            if not chunk or data.endswith(b"done\n"):
                 break
-        elif proc.poll() is not None:  # exited without saying done (os._exit, a crash, a signal)
+        elif proc.poll() is not None:  # exited: what it wrote just before is still in the pipe
+            while select.select([read_fd], [], [], 0)[0] and len(data) < OUTPUT_LIMIT:
+                chunk = os.read(read_fd, 4096)
+                if not chunk:
+                    break
+                data += chunk[: OUTPUT_LIMIT - len(data)]
             break
     return data.decode(errors="replace").splitlines(), False
 
@@ -235,9 +449,8 @@ def _cleanup(
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    if uid is not None:
+    if uid is not None:  # without a PID namespace, children may have left the process group
         _kill_uid(uid)
-        _give_uid(uid)
     for fd in (read_fd, write_fd):
         if fd >= 0:
             os.close(fd)

@@ -241,3 +241,23 @@ def test_fp32_stream_variant_rebuilds_the_path_before(tiny_qwen_path):
     assert lm.model.embed_tokens.weight.dtype == torch.float32 and lm.lm_head.weight.dtype == torch.float32
     assert lm.model.norm.weight.dtype == torch.float32
     assert type(lm.model.layers[0].mlp.up_proj.base_layer.weight).__name__ == "Params4bit"
+
+
+def test_sandbox_throughput_counts_honest_runs_only(monkeypatch):
+    import sandbox_throughput
+
+    result = sandbox_throughput.main(["--runs", "8", "--workers", "2"])
+    assert set(result["runs_per_second"]) == {"bubblewrap", "unshare", "none"}
+    assert all(rate > 0 for rate in result["runs_per_second"].values())
+    # A run that does not pass every assert must stop the timing, not count as a run.
+    monkeypatch.setattr(sandbox_throughput, "TESTS", [*sandbox_throughput.TESTS, "assert add(1, 1) == 3"])
+    with pytest.raises(RuntimeError, match="8 runs did not pass every assert"):
+        sandbox_throughput.runs_per_second(
+            lambda: sandbox_throughput_run(sandbox_throughput), runs=8, workers=2
+        )
+
+
+def sandbox_throughput_run(module):
+    from rewards.sandbox import run_tests
+
+    return run_tests(module.CODE, module.TESTS)

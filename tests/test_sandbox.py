@@ -1,77 +1,133 @@
-"""The code sandbox under bounded attacks: each ends within its limit with the right reward."""
+"""The code sandbox under attack, as root and as an unprivileged user, with each isolation.
 
+The attacks themselves are the table in ``tests/sandbox_attacks.py`` (one comment per case); it runs
+as a separate program so that the secret it guards sits in a real parent's environment and so that it
+can run as another user with Debian's world-readable ``/usr/bin/python3``.
+"""
+
+import json
 import os
+import pwd
 import resource
+import shutil
+import subprocess
+import sys
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from sandbox_attacks import processes_with
 
 from rewards import code_unit_tests, extract_code
-from rewards.sandbox import Limits, drops_privileges, run_tests
+from rewards import sandbox as sandbox_module
+from rewards.sandbox import Limits, SandboxUnavailable, capabilities, drops_privileges, run_tests
 
-TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 0) == 0"]
+ROOT = Path(__file__).resolve().parents[1]
+ATTACKS = ROOT / "tests" / "sandbox_attacks.py"
+USER = "grpolite-sandbox-test"
+SYSTEM_PYTHON = "/usr/bin/python3"
+TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(-1, 5) == 4"]
 GOOD = "def add(a, b):\n    return a + b\n"
 LIMITS = Limits(wall_seconds=3.0, cpu_seconds=2)
-
-ATTACKS = [
-    # (code, expected passed, what it probes)
-    (GOOD, 3, "a correct solution"),
-    ("def add(a, b):\n    return a - b\n", 1, "a partly wrong solution: only add(0, 0) passes"),
-    ("while True:\n    pass\n" + GOOD, 0, "an infinite loop: killed at the limit"),
-    ("x = bytearray(16 * 1024**3)\n" + GOOD, 0, "allocating 16 GB: MemoryError in the child only"),
-    ("import sys\nsys.exit(0)\n" + GOOD, 0, "sys.exit before the asserts run"),
-    ("import os\nos._exit(0)\n" + GOOD, 0, "os._exit before the asserts run"),
-    ("print('PASSED')\nprint('3 passed')\ndef add(a, b):\n    return 0\n", 1, "printing pass markers"),
-    (
-        "import sys\nsys.stdout.write('x' * 200_000_000)\n" + GOOD,
-        3,
-        "printing 200 MB: capped, the code still runs",
-    ),
-    (
-        "import os\nassert not any('TOKEN' in k for k in os.environ)\n" + GOOD,
-        3,
-        "no secret in the environment",
-    ),
-]
+# a leaking attack and the protection that stops it
+GUARDED_BY = {
+    "parent environ": "own PID namespace (host processes invisible, unsignalable)",
+    "signal parent": "own PID namespace (host processes invisible, unsignalable)",
+    "token file": "private filesystem (read-only system; home, tokens, run directory invisible)",
+    "write run dir": "private filesystem (read-only system; home, tokens, run directory invisible)",
+    "tcp loopback": "no network (own network namespace)",
+}
 
 
-@pytest.mark.parametrize(("code", "passed"), [a[:2] for a in ATTACKS], ids=[a[2] for a in ATTACKS])
-def test_attacks(code, passed, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token_but_secret")
+def unprivileged_user() -> pwd.struct_passwd:
+    """A user with a home of its own, created if missing (we are root in CI)."""
+    try:
+        user = pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
+        user = pwd.getpwnam(USER)
+    os.makedirs(user.pw_dir, mode=0o700, exist_ok=True)
+    os.chown(user.pw_dir, user.pw_uid, user.pw_gid)
+    return user
+
+
+def run_attacks(as_user: bool, isolation: str) -> dict:
+    secret = f"hf_secret_{os.urandom(6).hex()}"
+    if as_user:
+        user = unprivileged_user()
+        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        python, home = SYSTEM_PYTHON, user.pw_dir
+    else:
+        kwargs, python, home = {}, sys.executable, os.environ["HOME"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "HF_TOKEN": secret}
+    done = subprocess.run([python, str(ATTACKS), isolation], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300, **kwargs)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def can_run_as_user() -> bool:
+    return os.geteuid() == 0 and shutil.which("useradd") is not None and os.access(SYSTEM_PYTHON, os.X_OK)
+
+
+SETUPS = [(False, "bubblewrap"), (False, "unshare"), (True, "bubblewrap"), (True, "unshare"), (True, "none")]
+
+
+@pytest.fixture(scope="module")
+def reports():
+    """Every setup's report, run side by side (each is a separate program)."""
+    if not shutil.which("bwrap"):
+        pytest.fail("bubblewrap is not installed (apt-get install bubblewrap): .ci/run installs it")
+    if not can_run_as_user():
+        pytest.skip("the unprivileged half needs root, useradd and /usr/bin/python3")  # not in CI
+    unprivileged_user()  # made once, before the runs start side by side
+    with ThreadPoolExecutor(len(SETUPS)) as pool:
+        return dict(zip(SETUPS, pool.map(lambda s: run_attacks(*s), SETUPS), strict=True))
+
+
+def failures(report: dict, cases=None) -> list[str]:
+    bad = []
+    for name, case in report["cases"].items():
+        if cases is not None and name not in cases:
+            continue
+        host = {k: case[k] for k in ("signals", "accepted", "run_dir_files", "sleepers_left")}
+        if case["passed"] != case["expected"] or host != {"signals": 0, "accepted": 0, "run_dir_files": [],
+                                                          "sleepers_left": 0}:  # fmt: skip
+            bad.append(f"{name}: {case}")
+        if name in GUARDED_BY and case["control"] != "True":
+            bad.append(f"{name}: the attack does not even work without a sandbox: {case['control']!r}")
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("as_user", "isolation"), SETUPS[:4], ids=["root-bwrap", "root-unshare", "user-bwrap", "user-unshare"]
+)
+def test_every_attack_fails_and_honest_code_passes(reports, as_user, isolation):
+    report = reports[(as_user, isolation)]
+    assert all(report["capabilities"].values()), report["capabilities"]
+    assert failures(report) == []
+    assert report["cases"]["infinite loop"]["seconds"] < LIMITS.wall_seconds + 1.5
+    assert report["cases"]["200 MB output"]["output_bytes"] <= LIMITS.output_bytes
+
+
+def test_without_namespaces_the_judge_holds_and_capabilities_say_what_leaks(reports):
+    # An unprivileged user with isolation="none": limits and the judge still hold; the host is exposed,
+    # exactly where capabilities() says a protection is missing.
+    report = reports[(True, "none")]
+    missing = {name for name, on in report["capabilities"].items() if not on}
+    assert missing == set(GUARDED_BY.values()) | {"own IPC namespace"}
+    assert failures(report, cases=set(report["cases"]) - set(GUARDED_BY)) == []
+    leaked = {name for name in GUARDED_BY if report["cases"][name]["passed"] == 0}
+    assert leaked == {name for name, protection in GUARDED_BY.items() if protection in missing}
+
+
+def test_parent_memory_intact_after_a_16_gb_allocation():
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.monotonic()
-    result = run_tests(code, TESTS, LIMITS)
-    assert result.passed == passed
-    assert time.monotonic() - start < LIMITS.wall_seconds + 2
-    assert (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000
-    )  # KiB: parent memory intact
-
-
-def test_output_is_capped():
-    result = run_tests("print('y' * 1_000_000)\n" + GOOD, TESTS, LIMITS)
-    assert len(result.output) <= LIMITS.output_bytes
-
-
-def children_alive(marker: str) -> int:
-    """Processes whose command line contains ``marker`` (read from /proc: no procps needed)."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    count += marker.encode() in f.read().replace(b"\0", b" ")
-            except OSError:  # the process ended meanwhile
-                pass
-    return count
-
-
-def test_spawned_children_are_killed():
-    # 10 children that outlive the code, then a correct solution: all asserts pass, no child survives.
-    code = "import subprocess\nfor _ in range(10):\n    subprocess.Popen(['sleep', '31.5'])\n" + GOOD
-    assert run_tests(code, TESTS, LIMITS).passed == 3
-    time.sleep(0.2)
-    assert children_alive("sleep 31.5") == 0
+    result = run_tests("x = bytearray(16 * 1024**3)\n" + GOOD, TESTS, LIMITS)
+    assert result.passed == 0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000  # KiB
 
 
 def test_fifty_children_hit_the_process_limit_and_leave_nothing():
@@ -79,26 +135,50 @@ def test_fifty_children_hit_the_process_limit_and_leave_nothing():
     start = time.monotonic()
     result = run_tests(code, TESTS, Limits(wall_seconds=3.0, cpu_seconds=2, max_processes=16))
     assert time.monotonic() - start < 5
-    # Under its own uid the process limit makes Popen fail, so the code raises before defining add;
-    # as root (which no process limit binds) all 50 start and the asserts pass.
-    assert result.passed == (0 if drops_privileges() else 3)
+    # Popen fails at the limit, so the code raises before defining add (root keeping its uid is exempt).
+    assert result.passed == (0 if capabilities().protections["process-count limit"] else 3)
     time.sleep(0.2)
-    assert children_alive("sleep 32.5") == 0
-
-
-def test_no_network_as_root():
-    code = "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\n" + GOOD
-    expected = 0 if os.geteuid() == 0 else None  # in a new network namespace even loopback is down
-    if expected is None:
-        pytest.skip("network isolation needs root")
-    assert run_tests(code, TESTS, LIMITS).passed == expected
+    assert processes_with("sleep 32.5") == 0
 
 
 def test_working_directory_is_removed():
-    code = "import os\nopen('marker.txt', 'w').write(os.getcwd())\nprint(os.getcwd())\n" + GOOD
-    result = run_tests(code, TESTS, LIMITS)
-    workdir = result.output.strip().splitlines()[0]
-    assert result.passed == 3 and not os.path.exists(workdir)
+    code = "import os\nopen('marker.txt', 'w').write(os.getcwd())\n" + GOOD
+    before = set(os.listdir("/tmp"))
+    assert run_tests(code, TESTS, LIMITS).passed == 3
+    assert {p for p in set(os.listdir("/tmp")) - before if p.startswith("grpo-lite-sandbox-")} == set()
+
+
+def test_capabilities_here_and_bad_input():
+    caps = capabilities()
+    assert caps.isolation == "bubblewrap" and caps.missing == []  # bwrap installed, root, /usr/bin/python3
+    assert drops_privileges() is True
+    assert "[x] no network" in str(caps)
+    with pytest.raises(ValueError, match="isolation='chroot'.*bubblewrap, unshare, none"):
+        Limits(isolation="chroot")
+    with pytest.raises(ValueError, match="isolation='jail'"):
+        capabilities("jail")
+
+
+def test_no_namespaces_warns_once_or_refuses(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "_warned", set())
+    plain = Limits(wall_seconds=3.0, isolation="none")
+    with pytest.warns(RuntimeWarning, match="WITHOUT: own PID namespace"):
+        assert run_tests(GOOD, TESTS, plain).passed == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_tests(GOOD, TESTS, plain).passed == 3  # said once only
+    with pytest.raises(SandboxUnavailable, match="require_isolation=True.*not running model-written code"):
+        run_tests(GOOD, TESTS, Limits(isolation="none", require_isolation=True))
+
+
+def test_unavailable_isolation_is_refused(monkeypatch):
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)
+    sandbox_module._plan_and_capabilities.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="bwrap not installed"):
+            run_tests(GOOD, TESTS, Limits(isolation="bubblewrap"))
+    finally:
+        sandbox_module._plan_and_capabilities.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -119,7 +199,8 @@ def test_code_unit_tests_reward_in_parallel():
         "```python\ndef add(a, b):\n    return 0\n```",
         "no code",
         f"```python\n{GOOD}```",
+        "```python\nclass A:\n    def __eq__(s, o): return True\ndef add(a, b): return A()\n```",
     ]
-    tests = [TESTS, TESTS, TESTS, []]
-    scores = code_unit_tests(["p"] * 4, completions, tests=tests, workers=3)
-    assert scores == [1.0, pytest.approx(1 / 3), 0.0, 0.0]  # no asserts -> 0.0
+    tests = [TESTS, ["assert add(0, 0) == 0", *TESTS], TESTS, [], TESTS]
+    scores = code_unit_tests(["p"] * 5, completions, tests=tests, workers=3)
+    assert scores == [1.0, pytest.approx(1 / 4), 0.0, 0.0, 0.0]  # no asserts -> 0.0; a lying object -> 0.0

@@ -1,0 +1,206 @@
+"""Attacks on the code sandbox, run as a program so that it can run as root or as another user.
+
+``python tests/sandbox_attacks.py ISOLATION`` runs every case of :func:`cases` through
+``rewards/sandbox.py`` (loaded by path: standard library only, so Debian's ``/usr/bin/python3`` can run
+it as an unprivileged user) and prints one JSON object: per case, the passed count, whether the same
+attack works with no sandbox at all (the control: an attack that cannot succeed anywhere proves
+nothing), and what the host saw (signals received, connections accepted, files written, processes
+left). The secret it guards is in this process's own environment (``HF_TOKEN``, as a user exports it)
+and in a token file under ``$HOME``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(-1, 5) == 4"]
+GOOD = "def add(a, b):\n    return a + b\n"
+WRONG = "def add(a, b):\n    return 0\n"
+
+
+def load_sandbox():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("grpo_lite_sandbox", ROOT / "rewards" / "sandbox.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["grpo_lite_sandbox"] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def leak(probe: str) -> str:
+    """A solution that is right only if ``probe`` (which sets ``leaked``) failed to reach the host."""
+    return (
+        "import os, signal, socket\nleaked = False\ntry:\n"
+        + "".join(f"    {line}\n" for line in probe.splitlines())
+        + "except Exception:\n    pass\n"
+        + "def add(a, b):\n    return -1 if leaked else a + b\n"
+    )
+
+
+def cases(ctx: dict) -> list[dict]:
+    """(id, code, tests, passed in the sandbox, control?) — ``control``: the probe leaks when run bare."""
+    secret, pid, port, token, run_dir = ctx["secret"], ctx["pid"], ctx["port"], ctx["token"], ctx["run_dir"]
+    strs = ["assert shout('a') == 'A!'", "assert shout('ok') == 'OK!'"]
+    sorts = ["assert sorted(rev([3, 1, 2])) == [1, 2, 3]", "assert len(rev([1, 2])) == 2"]
+    table = [
+        # the honest solution scores every test
+        ("honest", GOOD, TESTS, 3, False),
+        # honest solutions that use objects, exceptions, floats, containers
+        ("honest objects", "class Stack:\n  def __init__(s): s.items = []\n  def push(s, x): s.items.append(x)\n"
+         "  def pop(s): return s.items.pop()\n  def __len__(s): return len(s.items)\n",
+         ["s = Stack(); s.push(1); s.push(2)\nassert s.pop() == 2 and len(s) == 1",
+          "try:\n    Stack().pop()\nexcept IndexError:\n    pass\nelse:\n    raise AssertionError"], 2, False),
+        ("honest values", "import math\ndef f(x): return {'root': math.sqrt(x), 'pair': (x, [x]), 's': {x}, 'b': b'x'}\n",
+         ["assert f(4) == {'root': 2.0, 'pair': (4, [4]), 's': {4}, 'b': b'x'}", "assert math.isnan(f(float('nan'))['root'])"], 2, False),
+        # a module the code imported is the judge's own copy in the tests (MBPP's asserts use `math.` unimported)
+        ("honest module", "import math\ndef area(r): return math.pi * r * r\n",
+         ["assert math.isclose(area(2), 12.566, rel_tol=1e-3)"], 1, False),
+        # ... so a fake module under that name changes nothing
+        ("fake module", "import types\nmath = types.ModuleType('math')\nmath.isclose = lambda *a, **k: True\n"
+         "def area(r): return 0\n", ["assert math.isclose(area(2), 12.566, rel_tol=1e-3)"], 0, False),
+        # a wrong solution scores nothing
+        ("wrong", WRONG, TESTS, 0, False),
+        # an object whose __eq__ always says yes
+        ("eq always true", "class Anything:\n  def __eq__(s, o): return True\ndef add(a, b): return Anything()\n", TESTS, 0, False),
+        # a subclass of int with a lying __eq__
+        ("int subclass", "class I(int):\n  def __eq__(s, o): return True\n  __hash__ = int.__hash__\n"
+         "def add(a, b): return I(0)\n", TESTS, 0, False),
+        # a subclass of str with a lying __eq__
+        ("str subclass", "class S(str):\n  def __eq__(s, o): return True\n  __hash__ = str.__hash__\n"
+         "def shout(x): return S('')\n", strs, 0, False),
+        # __eq__ returns the object itself, whose __bool__ is True
+        ("eq returns truthy self", "class T:\n  def __eq__(s, o): return s\n  def __bool__(s): return True\n"
+         "def add(a, b): return T()\n", TESTS, 0, False),
+        # shadowing builtins the tests use, in the solution's globals and in builtins itself
+        ("shadow builtins", "import builtins\nsorted = lambda x: [1, 2, 3]\nlen = lambda x: 2\n"
+         "builtins.sorted = sorted\nbuiltins.len = len\ndef rev(x): return None\n", sorts, 0, False),
+        # rebinding the test's names from inside a call (frame introspection)
+        ("rebind test names", "import sys\ndef add(a, b):\n  f = sys._getframe(1)\n  while f:\n"
+         "    f.f_globals['add'] = lambda a, b: a + b\n    f.f_builtins['AssertionError'] = StopIteration\n"
+         "    f = f.f_back\n  return 0\n", TESTS, 0, False),
+        # writing pass lines into every descriptor (the results channel is not among them)
+        ("forge results", "import os\nfor fd in range(3, 256):\n  try: os.write(fd, b'0\\n1\\n2\\ndone\\n')\n"
+         "  except OSError: pass\n" + WRONG, TESTS, 0, False),
+        # printing pass markers
+        ("print markers", "print('PASSED')\nprint('3 passed')\n" + WRONG, TESTS, 0, False),
+        # exiting before the tests run
+        ("sys.exit", "import sys\nsys.exit(0)\n" + GOOD, TESTS, 0, False),
+        ("os._exit", "import os\nos._exit(0)\n" + GOOD, TESTS, 0, False),
+        # an infinite loop: killed at the wall-clock limit
+        ("infinite loop", "while True:\n    pass\n" + GOOD, TESTS, 0, False),
+        # 16 GB: MemoryError in the sandbox only
+        ("16 GB", "x = bytearray(16 * 1024**3)\n" + GOOD, TESTS, 0, False),
+        # 200 MB of output: capped, the code still runs
+        ("200 MB output", "import sys\nsys.stdout.write('x' * 200_000_000)\n" + GOOD, TESTS, 3, False),
+        # reading the tests (file or memory) to hard-code the answers
+        ("read the tests", leak("import gc\nleaked = os.path.exists('tests.json') or any(isinstance(o, list) and "
+                                "any(isinstance(x, str) and 'add(' in x for x in o) for o in gc.get_objects())"),
+         TESTS, 3, False),
+        # a secret exported in the parent's environment, read through /proc/<ppid>/environ
+        ("parent environ", leak(f"leaked = {secret!r} in open('/proc/{pid}/environ', 'rb').read().decode()"), TESTS, 3, True),
+        # the secret in our own environment
+        ("own environ", leak(f"leaked = {secret!r} in str(os.environ)"), TESTS, 3, False),
+        # a token file under the user's home
+        ("token file", leak(f"leaked = {secret!r} in open({token!r}).read()"), TESTS, 3, True),
+        # writing into the parent's run directory
+        ("write run dir", leak(f"open({run_dir!r} + '/pwned', 'w').write('x')\nleaked = True"), TESTS, 3, True),
+        # signalling the parent
+        ("signal parent", leak(f"os.kill({pid}, signal.SIGUSR1)\nleaked = True"), TESTS, 3, True),
+        # a TCP port the parent listens on at 127.0.0.1
+        ("tcp loopback", leak(f"socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\nleaked = True"),
+         TESTS, 3, True),
+        # the judge's descriptors and memory (it is not dumpable)
+        ("judge descriptors", leak("leaked = bool(os.listdir(f'/proc/{os.getppid()}/fd'))"), TESTS, 3, False),
+        # capabilities left in the sandbox (they would allow remounting its read-only view)
+        ("capabilities", leak("leaked = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1] "
+                              "!= '0000000000000000'"), TESTS, 3, False),
+        # ten children that sleep: none is left afterwards
+        ("ten sleepers", f"import subprocess\nfor _ in range(10):\n    subprocess.Popen(['sleep', '{ctx['nap']}'])\n" + GOOD,
+         TESTS, 3, False),
+    ]  # fmt: skip
+    return [dict(zip(("id", "code", "tests", "passed", "control"), row, strict=True)) for row in table]
+
+
+def processes_with(marker: str) -> int:
+    """Processes whose command line contains ``marker`` (read from /proc)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    count += marker.encode() in f.read().replace(b"\0", b" ")
+            except OSError:
+                pass
+    return count
+
+
+def main(isolation: str) -> dict:
+    sandbox = load_sandbox()
+    signals: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda n, _: signals.append(n))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    home = Path(os.environ["HOME"])
+    token = home / ".cache" / f"grpo-lite-test-{os.getpid()}" / "token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text(os.environ["HF_TOKEN"])
+    run_dir = tempfile.mkdtemp(prefix="grpo-lite-run-")
+    ctx = {"secret": os.environ["HF_TOKEN"], "pid": os.getpid(), "port": listener.getsockname()[1],
+           "token": str(token), "run_dir": run_dir, "nap": f"{30 + os.getpid() % 1000 / 1000:.3f}"}  # fmt: skip
+    limits = sandbox.Limits(wall_seconds=3.0, cpu_seconds=2, isolation=isolation)
+    report: dict = {"capabilities": sandbox.capabilities(isolation).protections, "cases": {}}
+    for case in cases(ctx):
+        start = time.monotonic()
+        result = sandbox.run_tests(case["code"], case["tests"], limits)
+        seconds = time.monotonic() - start
+        time.sleep(0.2)
+        accepted = 0
+        try:
+            while True:
+                listener.accept()[0].close()
+                accepted += 1
+        except BlockingIOError:
+            pass
+        report["cases"][case["id"]] = {
+            "passed": result.passed,
+            "expected": case["passed"],
+            "seconds": round(seconds, 2),
+            "output_bytes": len(result.output),
+            "signals": len(signals),
+            "accepted": accepted,
+            "run_dir_files": sorted(os.listdir(run_dir)),
+            "sleepers_left": processes_with(f"sleep {ctx['nap']}"),
+            "control": None,
+        }
+        if case["control"]:  # the probe alone, with no sandbox: it must leak
+            probe = case["code"].split("def add")[0] + "print(leaked)\n"
+            control = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+            report["cases"][case["id"]]["control"] = control.stdout.strip()
+            for path in Path(run_dir).iterdir():
+                path.unlink()
+            time.sleep(0.1)
+            while True:
+                try:
+                    listener.accept()[0].close()
+                except BlockingIOError:
+                    break
+        signals.clear()
+    token.unlink()
+    token.parent.rmdir()
+    os.rmdir(run_dir)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])))
