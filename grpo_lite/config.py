@@ -166,6 +166,20 @@ class GRPOConfig:
     device: str | None = None
     """``"cuda"``, ``"cpu"``...; None picks CUDA when available."""
 
+    # ---- experiment trackers -----------------------------------------------------------------------
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers that get every step's metrics, completions tables and steering events:
+    any of ``"trackio"``, ``"tensorboard"``, ``"wandb"`` (each needs its package; a name alone is
+    read as a one-tuple). Offline by default: Trackio stores locally, W&B runs offline unless
+    ``WANDB_MODE`` says otherwise, TensorBoard writes ``RUN/tensorboard``."""
+
+    run_name: str | None = None
+    """The run's name in the trackers; None: the run directory's name."""
+
+    log_completions_every: int = 10
+    """Every this many steps, log a table of prompts, completions, each reward, total and advantage
+    to the trackers; 0: never."""
+
     def __post_init__(self) -> None:
         _check_literals(self)
         _check(self, "model", bool(self.model), "a non-empty model id or path")
@@ -196,6 +210,12 @@ class GRPOConfig:
         _check(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
         _check(self, "save_steps", self.save_steps >= 0, ">= 0 (0 = only at the end)")
         _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
+        if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it
+            object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())
+        trackers = ("trackio", "tensorboard", "wandb")
+        _check(self, "report_to", all(t in trackers for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
+               f"a tuple of distinct names from {list(trackers)}")  # fmt: skip
+        _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -207,7 +227,7 @@ class GRPOConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"GRPOConfig has no field(s) {unknown}; known fields: {sorted(known)}")
-        tuples = {"stop_strings", "lora_target_modules"}
+        tuples = {"stop_strings", "lora_target_modules", "report_to"}
         values: dict[str, Any] = {
             k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()
         }

@@ -61,6 +61,9 @@ NO_EQUIVALENT = {
     "rollout_weights": "dropped: TRL samples from the peft model (or from vLLM with --vllm)",
     "sampler": "dropped: TRL samples with transformers' generate (or vLLM with --vllm)",
     "compute_dtype": "mapped to TRL's bf16 / fp16 flags when not 'auto' (then TRL picks)",
+    "report_to": "mapped to TRL's report_to (TRL logs metrics its own way; W&B runs online unless WANDB_MODE=offline)",
+    "run_name": "mapped to TRL's run_name when set (TRL names the run after its output dir otherwise)",
+    "log_completions_every": "mapped to TRL's log_completions (on or off: TRL logs them at every logging step)",
 }
 
 
@@ -87,8 +90,11 @@ def trl_args(
         "gradient_accumulation_steps": total // per_step,
         "save_steps": cfg.save_steps or cfg.max_steps,
         "logging_steps": 1,
-        "report_to": "none",
+        "report_to": list(cfg.report_to) or "none",
+        "log_completions": cfg.log_completions_every > 0,
     }
+    if cfg.run_name:
+        args["run_name"] = cfg.run_name
     if cfg.compute_dtype != "auto":  # TRL's mixed precision flags; "auto" leaves TRL's own choice
         args |= {"bf16": cfg.compute_dtype == "bfloat16", "fp16": cfg.compute_dtype == "float16"}
     known = set(trl_fields if trl_fields is not None else _installed_trl_fields())

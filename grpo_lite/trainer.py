@@ -32,6 +32,7 @@ from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout_weights import rollout_sampler
 from grpo_lite.rundir import prepare_run_dir, resolve_resume, truncate_metrics_log
 from grpo_lite.steering import Steering
+from grpo_lite.trackers import make_trackers
 from rewards import Combined, NamedReward, combine
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class GRPOTrainer:
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
+        trackers = make_trackers(cfg, self.run_dir)  # before any model loads: a missing package fails fast
         self.data = PromptData(train_dataset, prompt_column=cfg.prompt_column, seed=cfg.seed)
         self.rewards = (
             reward_funcs
@@ -100,7 +102,7 @@ class GRPOTrainer:
         resume = resolve_resume(self.run_dir, resume_from)
         if resume is None:
             prepare_run_dir(self.run_dir, cfg, overwrite=overwrite)
-        self.callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl"), *callbacks]
+        self.callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl"), *callbacks, *trackers]
         if progress:
             self.callbacks.append(ProgressBar())
         if resume is not None:

@@ -1,12 +1,18 @@
 """Shared fixtures: a tiny random-init model and tokenizer built offline, and a toy task."""
 
 import os
+import tempfile
 import warnings
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Trackers stay on this machine: Trackio's local store in a temp dir (read when trackio is imported,
+# so set before any test imports it), W&B offline and quiet.
+os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="grpo-lite-trackio-"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*")
 warnings.filterwarnings("ignore", message=".*use_reentrant.*")
 warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.*")
