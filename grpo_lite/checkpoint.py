@@ -47,9 +47,11 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any],
     state: dict[str, Any],
+    keep: int = 0,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-{step}`` atomically; returns its path. Each source in
-    ``state["reward_sources"]`` is also written to ``rewards/NAME.py``."""
+    ``state["reward_sources"]`` is also written to ``rewards/NAME.py``. Then, with ``keep`` > 0,
+    older checkpoints are pruned (:func:`prune_checkpoints`) — only once this one is complete."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
@@ -71,7 +73,30 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if keep:
+        prune_checkpoints(run_dir, keep)
     return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete complete checkpoints beyond the newest ``keep``; returns what was deleted. Never
+    deleted: the newest complete one, one written on interrupt (``state.json`` says
+    ``"interrupted": true``), and anything incomplete (a save in progress, a crashed one: kept to
+    look at, ignored on resume)."""
+    root = Path(run_dir) / "checkpoints"
+    complete = []
+    for path in root.glob("step-*"):
+        suffix = path.name.removeprefix("step-")
+        if suffix.isdigit() and is_complete(path):
+            complete.append((int(suffix), path))
+    complete.sort(reverse=True)
+    deleted = []
+    for _, path in complete[max(keep, 1) :]:
+        if json.loads((path / "state.json").read_text()).get("interrupted"):
+            continue
+        shutil.rmtree(path)
+        deleted.append(path)
+    return deleted
 
 
 def is_complete(path: Path) -> bool:

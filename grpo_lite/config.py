@@ -159,6 +159,10 @@ class GRPOConfig:
     save_steps: int = 50
     """Write a checkpoint every this many steps (and at the end, and on Ctrl-C); 0: only those two."""
 
+    keep_checkpoints: int = 0
+    """Keep the newest this many complete checkpoints (older ones are deleted once a new one is
+    complete); 0 keeps all. The newest complete one and any written on interrupt are never deleted."""
+
     logprob_chunk_tokens: int = 0
     """Completion tokens whose logits are materialised at once in the log-prob pass; 0 picks a size
     that keeps one chunk near 64 MB whatever the vocabulary."""
@@ -209,6 +213,7 @@ class GRPOConfig:
         _check(self, "lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
         _check(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
         _check(self, "save_steps", self.save_steps >= 0, ">= 0 (0 = only at the end)")
+        _check(self, "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0 = keep all)")
         _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
         if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it
             object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())

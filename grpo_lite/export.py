@@ -113,6 +113,10 @@ def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None 
             f"Trained in {info['compute_dtype']} compute (LoRA weights and optimizer state in float32)."
         )
     lines += [" ".join(loaded), ""] if loaded else [""]
+    if info.get("lineage"):
+        lineage = info["lineage"]
+        lines += [f"Branched from the run in `{lineage['parent_run_dir']}` at its step {lineage['parent_step']} "
+                  f"(checkpoint `{lineage['checkpoint']}`).", ""]  # fmt: skip
     if curve:
         lines += [f"![reward curve]({curve})", ""]
     lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]

@@ -39,6 +39,22 @@ def prepare_run_dir(run_dir: Path, cfg: GRPOConfig, *, overwrite: bool) -> None:
     cfg.save(run_dir / "config.json")
 
 
+def open_run_dir(
+    run_dir: Path, cfg: GRPOConfig, resume: Path | None, *, overwrite: bool
+) -> dict[str, Any] | None:
+    """Ready ``run_dir`` for training; returns its lineage (None for a run that is not a branch).
+    No checkpoint: a new run (:func:`prepare_run_dir`). Another run's checkpoint: a branch of it
+    (:func:`grpo_lite.branching.start_branch`). This run's own checkpoint: nothing to do."""
+    from grpo_lite.branching import is_branch_start, read_lineage, start_branch
+
+    if resume is None:
+        prepare_run_dir(run_dir, cfg, overwrite=overwrite)
+        return None
+    if is_branch_start(resume, run_dir):
+        return start_branch(resume, run_dir, cfg)
+    return read_lineage(run_dir)
+
+
 def truncate_metrics_log(run_dir: Path, step: int) -> list[dict[str, Any]]:
     """Keep the logged steps up to ``step``: later ones belong to the interrupted attempt."""
     kept = [m for m in read_metrics(run_dir / "metrics.jsonl") if m["step"] <= step]

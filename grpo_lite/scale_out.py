@@ -62,6 +62,7 @@ NO_EQUIVALENT = {
     "sampler": "dropped: TRL samples with transformers' generate (or vLLM with --vllm)",
     "compute_dtype": "mapped to TRL's bf16 / fp16 flags when not 'auto' (then TRL picks)",
     "report_to": "mapped to TRL's report_to (TRL logs metrics its own way; W&B runs online unless WANDB_MODE=offline)",
+    "keep_checkpoints": "mapped to TRL's save_total_limit when > 0",
     "run_name": "mapped to TRL's run_name when set (TRL names the run after its output dir otherwise)",
     "log_completions_every": "mapped to TRL's log_completions (on or off: TRL logs them at every logging step)",
 }
@@ -95,6 +96,8 @@ def trl_args(
     }
     if cfg.run_name:
         args["run_name"] = cfg.run_name
+    if cfg.keep_checkpoints:
+        args["save_total_limit"] = cfg.keep_checkpoints
     if cfg.compute_dtype != "auto":  # TRL's mixed precision flags; "auto" leaves TRL's own choice
         args |= {"bf16": cfg.compute_dtype == "bfloat16", "fp16": cfg.compute_dtype == "float16"}
     known = set(trl_fields if trl_fields is not None else _installed_trl_fields())

@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
+from grpo_lite import branching
 from grpo_lite.advantages import group_advantages
 from grpo_lite.backends import resolve_backend
+from grpo_lite.branching import is_branch_start, restore_rewards
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
 from grpo_lite.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from grpo_lite.config import GRPOConfig
@@ -30,8 +32,8 @@ from grpo_lite.optim import clipped_step, make_optimizer
 from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout_weights import rollout_sampler
-from grpo_lite.rundir import prepare_run_dir, resolve_resume, truncate_metrics_log
-from grpo_lite.steering import Steering
+from grpo_lite.rundir import open_run_dir, resolve_resume, truncate_metrics_log
+from grpo_lite.steering import Steering, weights_in_force
 from grpo_lite.trackers import make_trackers
 from rewards import Combined, NamedReward, combine
 
@@ -77,7 +79,7 @@ class GRPOTrainer:
             else combine(*reward_funcs, weights=reward_weights)
         )
         self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
-        self.steering = Steering()
+        self.steering = Steering(lambda: self.rewards.names)
         self.step = 0
         self.interrupted_at: Path | None = None  # the checkpoint written when Ctrl-C stopped the run
         self._optimizer_steps_taken = 0
@@ -100,8 +102,8 @@ class GRPOTrainer:
             cfg, model, self.device, self.compute_dtype, backend=self.backend
         )
         resume = resolve_resume(self.run_dir, resume_from)
-        if resume is None:
-            prepare_run_dir(self.run_dir, cfg, overwrite=overwrite)
+        # a new run, a branch (a checkpoint of another run: lineage recorded), or this run resumed
+        self.lineage = open_run_dir(self.run_dir, cfg, resume, overwrite=overwrite)
         self.callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl"), *callbacks, *trackers]
         if progress:
             self.callbacks.append(ProgressBar())
@@ -132,7 +134,7 @@ class GRPOTrainer:
                 log.warning("step %d was interrupted after its update; its metrics are not logged", self.step)
             elif self.step == step_at_start:  # model and optimizer hold the last completed step
                 set_rng_state(rng_at_step_start)
-            path = self.interrupted_at = self.save_checkpoint()
+            path = self.interrupted_at = self.save_checkpoint(interrupted=True)
             log.warning(
                 "interrupted at step %d; checkpoint in %s (resume with resume_from=%r)",
                 self.step,
@@ -194,7 +196,7 @@ class GRPOTrainer:
             "train": t_end - t_ref,
         }
         self._keep_rollout(scores, rewards, adv)
-        return self._run_facts() | step_metrics(
+        return self._run_facts() | weights_in_force(self.rewards) | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
             device=self.device, changes=changes or {},
@@ -324,7 +326,7 @@ class GRPOTrainer:
             time.sleep(0.05)
             for cb in self.callbacks:
                 cb.on_step_boundary(self)
-        self.rewards, changes = self.steering.take().apply(self.sampling, self.rewards)
+        self.rewards, changes = self.steering.take().apply(self.sampling, self.rewards, self.scheduler)
         return changes
 
     def _emit(self, metrics: dict[str, Any]) -> None:
@@ -351,12 +353,9 @@ class GRPOTrainer:
         self.step = int(state["step"])
         for key, value in state["sampling"].items():
             setattr(self.sampling, key, value)
-        for name, src in state.get("reward_sources", {}).items():
-            if (
-                name in self.rewards.names
-                and self.rewards.rewards[self.rewards.names.index(name)].source != src
-            ):
-                log.warning("reward %r differs from the one in force at %s; the new one is used", name, path)
+        self.rewards = restore_rewards(
+            state, self.rewards, branch=is_branch_start(path, self.run_dir), where=path
+        )
         self.history = truncate_metrics_log(self.run_dir, self.step)
 
     def _run_facts(self) -> dict[str, str]:
@@ -367,11 +366,13 @@ class GRPOTrainer:
             "rollout_weights": self.rollout_weights,
         }
 
-    def save_checkpoint(self) -> Path:
-        """Write ``RUN/checkpoints/step-N`` (atomic) for the current step."""
+    def save_checkpoint(self, interrupted: bool = False) -> Path:
+        """Write ``RUN/checkpoints/step-N`` (atomic) for the current step, then keep the newest
+        ``cfg.keep_checkpoints`` (one written on interrupt is always kept)."""
         return save_checkpoint(
             self.run_dir,
             self.step,
+            keep=self.cfg.keep_checkpoints,
             model=self.model,
             tokenizer=self.tokenizer,
             trainer_state={
@@ -385,9 +386,19 @@ class GRPOTrainer:
                 "rewards": [{"name": r.name, "weight": r.weight} for r in self.rewards.rewards],
                 "reward_sources": {r.name: r.source for r in self.rewards.rewards},
                 "config": self.cfg.to_dict(),
+                "interrupted": interrupted,
                 **self._run_facts(),
             },
         )
+
+    def branch(self, step: int | str | Path = "latest", output_dir: str | Path | None = None) -> GRPOTrainer:
+        """Rewind to the checkpoint of ``step`` (a number, ``"latest"`` or a checkpoint folder) and
+        start a new run from it in ``output_dir`` (default ``RUN/branches/step-N-K``): its adapter,
+        optimizer, scheduler, RNG, sampling settings, and the reward functions and weights in force
+        then; metrics continue at N+1; ``lineage.json`` and the adapter's card name the parent. This
+        run's files are left as they are; its model object is shared with the branch (which loads the
+        checkpoint's adapter into it), so continue this run by resuming it, not through this object."""
+        return branching.branch(self, step, output_dir)
 
     def save_adapter(self, directory: str | Path) -> Path:
         """The adapter in peft layout (adapter_config.json, adapter_model.safetensors), the tokenizer,
@@ -400,7 +411,7 @@ class GRPOTrainer:
             **self._run_facts(),
             "rewards": rewards,
             "metrics": self.history[-1:],
-        }
+        } | ({"lineage": self.lineage} if self.lineage else {})
         return save_trained_adapter(Path(directory), self.model, self.tokenizer, info)
 
     def _plot(self) -> None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import ipywidgets as W
 
+from grpo_lite.alarms import Alarm, check_alarms
 from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import panels
-from grpo_lite.notebook.alarms import Alarm, check_alarms
 from grpo_lite.notebook.editor import apply_reward, try_reward
 
 

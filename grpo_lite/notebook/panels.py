@@ -6,7 +6,7 @@ import html
 import math
 from typing import Any
 
-from grpo_lite.notebook.alarms import Alarm
+from grpo_lite.alarms import Alarm
 
 TABLE = "<table style='border-collapse:collapse;font-size:12px'>{}</table>"
 CELL = "<td style='border:1px solid #ccc;padding:3px;vertical-align:top;white-space:pre-wrap;max-width:420px'>{}</td>"

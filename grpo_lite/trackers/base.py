@@ -92,7 +92,7 @@ class Tracker(Callback):
             self.log_event(step, "changes", json.dumps(metrics["changes"], default=str))
         for name, tb in (metrics.get("reward_error_tracebacks") or {}).items():
             self.log_event(step, "reward_error", f"{name}: {tb.strip().splitlines()[-1]}")
-        from grpo_lite.notebook.alarms import check_alarms
+        from grpo_lite.alarms import check_alarms
 
         for alarm in check_alarms(trainer.history):
             if (alarm.name, alarm.step) not in self.alarms_seen:
