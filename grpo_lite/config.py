@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,12 @@ class GRPOConfig:
     save_steps: int = 50
     """Write a checkpoint every this many steps (and at the end, and on Ctrl-C); 0: only those two."""
 
+    reward_timeout: float = 10.0
+    """Seconds each reward function may take on a step's batch (and the editor's Test). Past it, the
+    function scores None for that batch, an alarm names it and the line it was running, training
+    goes on; after 3 steps in a row its weight is set to 0 (recorded as a change). Raise it for
+    slow rewards, e.g. ``code_unit_tests`` over many completions that loop until their own limit."""
+
     keep_checkpoints: int = 0
     """Keep the newest this many complete checkpoints (older ones are deleted once a new one is
     complete); 0 keeps all. The newest complete one and any written on interrupt are never deleted."""
@@ -213,6 +220,12 @@ class GRPOConfig:
         _check(self, "lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
         _check(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
         _check(self, "save_steps", self.save_steps >= 0, ">= 0 (0 = only at the end)")
+        _check(
+            self,
+            "reward_timeout",
+            self.reward_timeout > 0 and math.isfinite(self.reward_timeout),
+            "a finite number of seconds > 0",
+        )
         _check(self, "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0 = keep all)")
         _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
         if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it

@@ -23,6 +23,24 @@ from grpo_lite.precision import prepare_for_training, resolve_compute_dtype
 log = logging.getLogger(__name__)
 
 
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``; every other record passes."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+# bitsandbytes logs this at import on CPUs with AVX512-BF16 when the optional `kernels` package (a Hub
+# download) is missing; its own CPU kernels are used instead, and there is nothing for a user to do.
+# Filtered on that logger before bitsandbytes is imported; its other messages still show.
+BNB_KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessage(BNB_KERNELS_MESSAGE))
+
+
 def pick_device(cfg: GRPOConfig) -> torch.device:
     if cfg.device:
         return torch.device(cfg.device)

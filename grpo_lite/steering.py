@@ -18,6 +18,8 @@ from typing import Any
 from grpo_lite.rollout import Sampling
 from rewards import Combined, NamedReward, source_of
 
+TIMEOUTS_IN_A_ROW = 3  # a reward that times out on this many steps in a row gets weight 0
+
 
 @dataclass
 class Changes:
@@ -29,6 +31,7 @@ class Changes:
     added: dict[str, NamedReward] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     learning_rate: float | None = None
+    disabled: list[str] = field(default_factory=list)  # weight set to 0 after repeated timeouts
 
     def __bool__(self) -> bool:
         return bool(self.sampling or self.rewards or self.weights or self.added or self.removed) or (
@@ -62,6 +65,8 @@ class Changes:
                 [replace(r, weight=self.weights.get(r.name, r.weight)) for r in rewards.rewards]
             )
             changes |= {f"weight:{name}": w for name, w in self.weights.items()}
+        if self.disabled:
+            changes["disabled_after_timeouts"] = list(self.disabled)
         if self.learning_rate is not None and scheduler is not None:
             set_learning_rate(scheduler, self.learning_rate)
             changes["learning_rate"] = self.learning_rate
@@ -107,6 +112,7 @@ class Steering:
         self._lock = threading.Lock()
         self._pending = Changes()
         self._names = names
+        self._timeouts: dict[str, int] = {}
         self.paused = False
         self.stop_requested = False
 
@@ -185,6 +191,19 @@ class Steering:
                 self._pending.removed.append(name)
             self._pending.weights.pop(name, None)
             self._pending.rewards.pop(name, None)
+
+    def watch_timeouts(self, timed_out: list[str], limit: int = TIMEOUTS_IN_A_ROW) -> None:
+        """Count each reward's timeouts in a row; at ``limit``, request its weight 0 for the next step
+        (recorded in that step's ``changes`` as ``weight:NAME`` and ``disabled_after_timeouts``)."""
+        for name in list(self._timeouts):
+            if name not in timed_out:
+                del self._timeouts[name]
+        for name in timed_out:
+            self._timeouts[name] = self._timeouts.get(name, 0) + 1
+            if self._timeouts[name] == limit and name in self._names_after_pending():
+                with self._lock:
+                    self._pending.weights[name] = 0.0
+                    self._pending.disabled.append(name)
 
     def pause(self) -> None:
         self.paused = True

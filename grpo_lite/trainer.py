@@ -220,7 +220,10 @@ class GRPOTrainer:
             "columns": columns,
             "group_size": G,
         }
-        return self.rewards.score(self._scored_inputs["prompts"], completions, **columns)
+        scores = self.rewards.score(self._scored_inputs["prompts"], completions, time_limit=self.cfg.reward_timeout,
+                                    stop=lambda: self.steering.stop_requested, **columns)  # fmt: skip
+        self.steering.watch_timeouts(scores.timed_out)  # 3 steps in a row: weight 0 from the next step
+        return scores
 
     def _logps_no_grad(self, rollout: Rollout, *, reference: bool) -> torch.Tensor:
         """(N, T) log-probs without grad: of the base (adapters off) or of the current policy."""

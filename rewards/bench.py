@@ -21,10 +21,9 @@ def run_bench(
     if not examples:
         return []
     columns = sorted({k for e in examples for k in e} - {"prompt", "completion"})
+    values: dict[str, Any] = {k: [e.get(k) for e in examples] for k in columns}
     scores = combined.score(
-        [e.get("prompt", "") for e in examples],
-        [e["completion"] for e in examples],
-        **{k: [e.get(k) for e in examples] for k in columns},
+        [e.get("prompt", "") for e in examples], [e["completion"] for e in examples], **values
     )
     table = []
     for i, e in enumerate(examples):

@@ -243,3 +243,28 @@ def test_step_with_no_signal_still_steps_the_optimizer(tiny_model_path, sum_rows
     after = [p for p in tr.model.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert all(s["step"] == 2 for s in tr.optimizer.state.values())
+
+
+def test_bitsandbytes_kernels_message_is_silenced_and_nothing_else():
+    import subprocess
+    import sys
+
+    probe = (
+        "import logging, sys\n"
+        "{first}\n"
+        "import bitsandbytes\n"
+        "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('another bitsandbytes warning')\n"
+    )
+    bare = subprocess.run([sys.executable, "-c", probe.format(first="")], capture_output=True, text=True)
+    ours = subprocess.run(
+        [sys.executable, "-c", probe.format(first="import grpo_lite.model")], capture_output=True, text=True
+    )
+    assert "another bitsandbytes warning" in bare.stderr and "another bitsandbytes warning" in ours.stderr
+    assert "Failed to load CPU gemm_4bit_forward" not in ours.stderr
+    import importlib.util
+
+    from bitsandbytes.functional import has_avx512bf16
+
+    # the control: without grpo-lite's filter the message shows wherever bitsandbytes emits it
+    emits = has_avx512bf16() and importlib.util.find_spec("kernels") is None
+    assert ("Failed to load CPU gemm_4bit_forward" in bare.stderr) == emits

@@ -13,7 +13,7 @@ from typing import Any
 
 from grpo_lite.reward_source import RewardSourceError, compile_reward
 from rewards import RewardFunctionError
-from rewards.combine import check_values
+from rewards.combine import RewardTimeout, call_bounded, check_values
 
 
 @dataclass
@@ -24,8 +24,11 @@ class TryResult:
     old_scores: list[float | None] = field(default_factory=list)
 
 
-def try_reward(source: str, name: str, latest: dict[str, Any] | None, current: Any = None) -> TryResult:
-    """Run edited source on the latest step's completions, next to the current function's scores."""
+def try_reward(
+    source: str, name: str, latest: dict[str, Any] | None, current: Any = None, time_limit: float = 10.0
+) -> TryResult:
+    """Run edited source on the latest step's completions, next to the current function's scores;
+    a call that takes longer than ``time_limit`` seconds is refused (and left to finish)."""
     try:
         fn = compile_reward(source, name)
     except RewardSourceError as err:
@@ -34,8 +37,9 @@ def try_reward(source: str, name: str, latest: dict[str, Any] | None, current: A
         return TryResult(True, "compiled; no completions yet to test it on")
     kwargs = {"prompts": latest["prompts"], "completions": latest["completions"], **latest.get("columns", {})}
     try:
-        new = check_values(name, fn(**kwargs), len(latest["completions"]))
-    except RewardFunctionError as err:
+        value = call_bounded(fn, kwargs, time_limit, name=name, source=source)
+        new = check_values(name, value, len(latest["completions"]))
+    except (RewardFunctionError, RewardTimeout) as err:
         return TryResult(False, str(err))
     except Exception:
         return TryResult(False, "raised on the latest completions:\n" + traceback.format_exc(limit=-2))
@@ -45,7 +49,7 @@ def try_reward(source: str, name: str, latest: dict[str, Any] | None, current: A
 
 def apply_reward(trainer: Any, name: str, source: str) -> TryResult:
     """Test the source, then ask the trainer to swap it in at the next step; refused if the test fails."""
-    result = try_reward(source, name, trainer.last_rollout)
+    result = try_reward(source, name, trainer.last_rollout, time_limit=trainer.cfg.reward_timeout)
     if result.ok:
         trainer.steering.replace_reward(name, compile_reward(source, name), source)
         result.message = f"{name} will be replaced at the next step"
