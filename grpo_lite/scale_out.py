@@ -62,6 +62,7 @@ NO_EQUIVALENT = {
     "sampler": "dropped: TRL samples with transformers' generate (or vLLM with --vllm)",
     "compute_dtype": "mapped to TRL's bf16 / fp16 flags when not 'auto' (then TRL picks)",
     "report_to": "mapped to TRL's report_to (TRL logs metrics its own way; W&B runs online unless WANDB_MODE=offline)",
+    "reward_timeout": "dropped: TRL calls reward functions without a time limit",
     "keep_checkpoints": "mapped to TRL's save_total_limit when > 0",
     "run_name": "mapped to TRL's run_name when set (TRL names the run after its output dir otherwise)",
     "log_completions_every": "mapped to TRL's log_completions (on or off: TRL logs them at every logging step)",

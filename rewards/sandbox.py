@@ -38,22 +38,29 @@ import platform
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-SANDBOX_UID_BASE = 61000  # uids 61000.. serve concurrent runs when started as root
+from rewards.sandbox_plan import (
+    ENV,
+    PROTECTIONS,
+    SANDBOX_UID_BASE,
+    Capabilities,
+    Plan,
+    capabilities_of,
+    plans_for,
+)
+
 INNER_UID = 1000  # the code's uid inside its user namespace
 OUTPUT_LIMIT = 64 * 1024
 HARNESS = Path(__file__).with_name("sandbox_harness.py")
 ISOLATIONS = ("auto", "bubblewrap", "unshare", "none")
-ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache")
 
 
@@ -92,115 +99,11 @@ class RunResult:
     output: str
 
 
-PROTECTIONS = (
-    "wall-clock kill of every process it starts",
-    "CPU-time, memory and output limits",
-    "process-count limit",
-    "scrubbed environment (no tokens)",
-    "tests judged in a process the code cannot reach",
-    "own PID namespace (host processes invisible, unsignalable)",
-    "no network (own network namespace)",
-    "private filesystem (read-only system; home, tokens, run directory invisible)",
-    "own IPC namespace",
-    "not root on the host",
-)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How runs start here: isolation, interpreter (and its prefix, bound read-only) and uid."""
-
-    isolation: str
-    interpreter: str
-    prefix: str
-    per_run_uid: bool  # root switching to 61000+ per run
-    host_root: bool  # the code keeps root's uid on the host (no uid switch possible)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """Which protections are in force for sandboxed code on this machine (see :func:`capabilities`)."""
-
-    system: str
-    isolation: str
-    user: str
-    interpreter: str
-    protections: dict[str, bool] = field(default_factory=dict)
-    why: str = ""
-
-    @property
-    def missing(self) -> list[str]:
-        return [name for name, on in self.protections.items() if not on]
-
-    def __str__(self) -> str:
-        lines = [f"code sandbox on {self.system}: isolation={self.isolation}, runs as {self.user}, "
-                 f"python {self.interpreter}" + (f" ({self.why})" if self.why else "")]  # fmt: skip
-        lines += [f"  [{'x' if on else ' '}] {name}" for name, on in self.protections.items()]
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------
-# what this machine allows
-def _others_can_read(path: str) -> bool:
-    """Every directory above ``path`` is searchable by other users, and ``path`` itself readable."""
-    path = os.path.realpath(path)
-    try:
-        mode = os.stat(path).st_mode
-        if not mode & stat.S_IROTH or (stat.S_ISDIR(mode) and not mode & stat.S_IXOTH):
-            return False
-        parent = os.path.dirname(path)
-        while True:
-            if not os.stat(parent).st_mode & stat.S_IXOTH:
-                return False
-            if parent == os.path.dirname(parent):
-                return True
-            parent = os.path.dirname(parent)
-    except OSError:
-        return False
-
-
-@functools.cache
-def _prefix_of(interpreter: str) -> str | None:
-    """``sys.base_prefix`` of another Python (None if it does not run)."""
-    if os.path.realpath(interpreter) == os.path.realpath(sys.executable):
-        return sys.base_prefix
-    try:
-        out = subprocess.run([interpreter, "-I", "-S", "-u", "-c", "import sys; print(sys.base_prefix)"],
-                             capture_output=True, text=True, timeout=10, env=ENV)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def _choose_interpreter() -> tuple[str, str, bool]:
-    """(interpreter, prefix, others can read it): the trainer's own Python when others can read it
-    (or we are not root), else the first world-readable system Python, else our own."""
-    own = os.path.realpath(sys.executable)
-    if os.geteuid() != 0:
-        return own, sys.base_prefix, True
-    for candidate in (own, "/usr/bin/python3", "/usr/local/bin/python3"):
-        real = os.path.realpath(candidate)
-        prefix = _prefix_of(real) if os.path.exists(real) else None
-        if prefix and _others_can_read(real) and _others_can_read(prefix):
-            return real, prefix, True
-    return own, sys.base_prefix, False
-
-
-def _plans(isolation: str) -> list[Plan]:
-    interpreter, prefix, readable = _choose_interpreter()
-    root = os.geteuid() == 0
-    per_run_uid = root and readable
-    names = ["bubblewrap", "unshare", "none"] if isolation == "auto" else [isolation]
-    if platform.system() != "Linux":
-        names = ["none"]
-    return [Plan(n, interpreter, prefix, per_run_uid, root and not per_run_uid) for n in names]
-
-
 @functools.cache
 def _plan_and_capabilities(isolation: str) -> tuple[Plan | None, Capabilities, str]:
     """The first plan that runs a trivial program correctly here; its capabilities; why others failed."""
     failures = []
-    for plan in _plans(isolation):
+    for plan in plans_for(isolation):
         if plan.isolation == "bubblewrap" and not shutil.which("bwrap"):
             failures.append("bubblewrap: bwrap not installed (apt-get install bubblewrap)")
             continue
@@ -209,35 +112,11 @@ def _plan_and_capabilities(isolation: str) -> tuple[Plan | None, Capabilities, s
             continue
         result = _run("x = 1\n", ["assert x == 1", "assert x == 2"], Limits(wall_seconds=20), plan)
         if (result.passed, result.total) == (1, 2):
-            return plan, _capabilities_of(plan, "; ".join(failures)), ""
+            return plan, capabilities_of(plan, "; ".join(failures)), ""
         failures.append(f"{plan.isolation}: {result.output.strip()[-300:] or 'no result'}")
     system = platform.system()
     empty = Capabilities(system, "unavailable", "-", sys.executable, dict.fromkeys(PROTECTIONS, False))
     return None, empty, "; ".join(failures)
-
-
-def _capabilities_of(plan: Plan, why: str) -> Capabilities:
-    namespaces = plan.isolation in ("bubblewrap", "unshare")
-    root = os.geteuid() == 0
-    if plan.per_run_uid:
-        user = f"a uid of its own per run ({SANDBOX_UID_BASE}+)"
-    elif root:
-        user = "root's uid (no Python here is readable by other users)"
-    else:
-        user = f"the calling user's uid ({os.geteuid()})"
-    on = {
-        PROTECTIONS[0]: True,
-        PROTECTIONS[1]: True,
-        PROTECTIONS[2]: not plan.host_root,
-        PROTECTIONS[3]: True,
-        PROTECTIONS[4]: namespaces or not plan.host_root,  # root with capabilities could trace the judge
-        PROTECTIONS[5]: namespaces,
-        PROTECTIONS[6]: namespaces or root,
-        PROTECTIONS[7]: namespaces,
-        PROTECTIONS[8]: namespaces,
-        PROTECTIONS[9]: not plan.host_root,
-    }
-    return Capabilities(platform.system(), plan.isolation, user, plan.interpreter, on, why)
 
 
 def capabilities(isolation: str = "auto") -> Capabilities:

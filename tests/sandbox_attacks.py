@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,12 @@ WRONG = "def add(a, b):\n    return 0\n"
 
 
 def load_sandbox():  # type: ignore[no-untyped-def]
+    """``rewards/sandbox.py`` without importing the ``rewards`` package (whose other modules need
+    packages Debian's Python lacks): an empty package stands in, so its sandbox modules load alone."""
+    if "rewards" not in sys.modules:
+        package = types.ModuleType("rewards")
+        package.__path__ = [str(ROOT / "rewards")]
+        sys.modules["rewards"] = package
     spec = importlib.util.spec_from_file_location("grpo_lite_sandbox", ROOT / "rewards" / "sandbox.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["grpo_lite_sandbox"] = module

@@ -14,6 +14,17 @@ from rewards.combine import RewardTimeout, call_bounded, combine
 KW = {"prompts": ["p"], "completions": ["c"]}
 
 
+def hanging():
+    """A reward blocked until its event is set (set it at the end: nothing keeps running)."""
+    release = threading.Event()
+
+    def hang(prompts, completions, **kw):
+        release.wait()
+        return [0.0] * len(completions)
+
+    return hang, release
+
+
 def test_a_spinning_call_is_stopped_and_its_line_named():
     def spin(prompts, completions, **kw):
         while True:
@@ -75,12 +86,7 @@ def test_slow_but_in_time_errors_and_stop():
 
 
 def test_scores_record_the_timeout_and_keep_the_others():
-    release = threading.Event()
-
-    def hang(prompts, completions, **kw):
-        release.wait()
-        return [0.0] * len(completions)
-
+    hang, release = hanging()
     scores = combine(digit_share, hang).score(["p", "q"], ["12", "ab"], time_limit=0.2)
     release.set()
     assert scores.per_function == {"digit_share": [1.0, 0.0], "hang": [None, None]} and scores.total == [
@@ -94,12 +100,7 @@ def test_scores_record_the_timeout_and_keep_the_others():
 
 
 def test_training_goes_on_and_a_reward_that_keeps_hanging_gets_weight_0(tiny_model_path, sum_rows, tmp_path):
-    release = threading.Event()
-
-    def hang(prompts, completions, **kw):
-        release.wait()
-        return [0.0] * len(completions)
-
+    hang, release = hanging()
     cfg = make_cfg(tiny_model_path, tmp_path / "r", max_steps=5, reward_timeout=0.3)
     start = time.monotonic()
     history = GRPOTrainer(cfg, sum_rows, [digit_share, hang], progress=False).train()
@@ -113,12 +114,7 @@ def test_training_goes_on_and_a_reward_that_keeps_hanging_gets_weight_0(tiny_mod
 
 
 def test_stop_works_while_a_reward_hangs(tiny_model_path, sum_rows, tmp_path):
-    release = threading.Event()
-
-    def hang(prompts, completions, **kw):
-        release.wait()
-        return [0.0] * len(completions)
-
+    hang, release = hanging()
     cfg = make_cfg(tiny_model_path, tmp_path / "r", max_steps=5, reward_timeout=120)
     trainer = GRPOTrainer(cfg, sum_rows, [digit_share, hang], progress=False)
     threading.Timer(3.0, trainer.steering.stop).start()
