@@ -21,6 +21,7 @@ class Alarm:
     step: int
     message: str
     suggestion: str
+    reward: str = ""  # the reward function it is about, if any
 
 
 def _mean(history: History, key: str) -> float:
@@ -46,7 +47,8 @@ def format_without_accuracy(history: History) -> Alarm | None:
         if rose and flat:
             return Alarm("format_gaming", history[-1]["step"],
                          f"{f.split('/')[1]} is rising while accuracy stays flat",
-                         "gate format on correctness (require_correct=True) or lower the format weight")  # fmt: skip
+                         "gate format on correctness (require_correct=True) or lower the format weight",
+                         reward=f.split("/")[1])  # fmt: skip
     return None
 
 
@@ -116,7 +118,7 @@ def reward_failing(history: History) -> Alarm | None:
         name, tb = next(iter(errors.items()))
         last_line = tb.strip().splitlines()[-1] if tb.strip() else "error"
         return Alarm("reward_error", m["step"], f"reward {name!r} failed: {last_line}",
-                     "fix it in the reward editor; until then it scores None")  # fmt: skip
+                     "fix it in the reward editor; until then it scores None", reward=name)  # fmt: skip
     return None
 
 
@@ -135,3 +137,29 @@ def check_alarms(history: History) -> list[Alarm]:
     if not history:
         return []
     return [alarm for rule in RULES if (alarm := rule(history)) is not None]
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """The obvious fix for an alarm, as a steering request (so it is checked and recorded like any other)."""
+
+    label: str
+    request: Callable[[Any], None]  # called with trainer.steering
+
+
+def remedy_for(alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: int) -> Remedy | None:
+    """A one-click remedy for alarms that have an obvious one; None for the others."""
+    if alarm.name in ("format_gaming", "reward_error") and alarm.reward:
+        name = alarm.reward
+        return Remedy(f"set {name} weight to 0", lambda s: s.set_reward_weights({name: 0.0}))
+    if alarm.name == "kl_runaway":
+        return Remedy(
+            f"halve the learning rate ({lr:.2g} -> {lr / 2:.2g})", lambda s: s.set_learning_rate(lr / 2)
+        )
+    if alarm.name in ("entropy_collapse", "no_signal") and temperature < 2.0:
+        t = round(min(temperature + 0.2, 2.0), 2)
+        return Remedy(f"raise temperature to {t}", lambda s: s.set_sampling(temperature=t))
+    if alarm.name == "truncation":
+        n = 2 * max_new_tokens
+        return Remedy(f"raise max_new_tokens to {n}", lambda s: s.set_sampling(max_new_tokens=n))
+    return None

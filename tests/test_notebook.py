@@ -174,3 +174,95 @@ def test_alarms_fire_on_synthetic_streams(stream, alarm):
 def test_healthy_stream_is_quiet():
     h = healthy()
     assert all(check_alarms(h[: i + 1]) == [] for i in range(len(h)))
+
+
+# ---- steering round two from the widgets ------------------------------------------------------------
+def test_weight_slider_lr_field_new_and_remove_reward(dash):
+    dash.trainer.cfg = dash.trainer.cfg.replace(max_steps=4)
+    dash.trainer.train_step()
+    dash.trainer.step = 1
+    dash.weights.sliders["digit_share"].value = 0.5
+    dash.weights.lr.value = 1e-3
+    assert "learning rate = 0.001 from the next step" in dash.status.value
+    dash.new_button.click()
+    assert dash.reward_picker.value == "new_reward" and "def new_reward" in dash.source.value
+    dash.source.value = "def new_reward(prompts, completions, **kw):\n    return [1.0 for _ in completions]\n"
+    dash.apply_button.click()
+    assert "new_reward will be added at the next step" in dash.editor_output.value
+
+    class RemoveAt3(Callback):
+        def on_step_boundary(self, trainer):
+            if trainer.step == 2:
+                dash.reward_picker.value = "new_reward"
+                dash.remove_button.click()
+
+    dash.trainer.callbacks.append(RemoveAt3())
+    by_step = {m["step"]: m for m in dash.trainer.train()}
+    assert by_step[2]["changes"] == {
+        "added:new_reward": dash.source.value,
+        "weight:digit_share": 0.5,
+        "learning_rate": 1e-3,
+    }
+    assert by_step[2]["weights/new_reward"] == 1.0 and by_step[2]["lr"] == pytest.approx(1e-3)
+    assert (
+        by_step[3]["changes"] == {"removed_rewards": ["new_reward"]}
+        and "weights/new_reward" not in by_step[3]
+    )
+    assert list(dash.weights.sliders) == ["digit_share"] and dash.weights.sliders["digit_share"].value == 0.5
+    dash.reward_picker.value = "digit_share"
+    dash.remove_button.click()  # the last one
+    assert "cannot remove &#x27;digit_share&#x27;: it is the last reward function" in dash.editor_output.value
+
+
+def test_remedy_buttons_request_the_obvious_fix(dash):
+    from grpo_lite.alarms import Alarm
+
+    alarms = [
+        Alarm("format_gaming", 5, "m", "s", reward="digit_share"),
+        Alarm("kl_runaway", 5, "m", "s"),
+        Alarm("truncation", 5, "m", "s"),
+        Alarm("length_growth", 5, "m", "s"),  # no obvious remedy: no button
+    ]
+    dash.remedies.update(alarms)
+    labels = [b.description for b in dash.remedies.widget.children]
+    assert labels == [
+        "set digit_share weight to 0",
+        "halve the learning rate (0.05 -> 0.025)",
+        "raise max_new_tokens to 16",
+    ]
+    for button in dash.remedies.widget.children:
+        button.click()
+    changes = dash.trainer.steering.take()
+    assert (changes.weights, changes.learning_rate, changes.sampling) == (
+        {"digit_share": 0.0},
+        0.025,
+        {"max_new_tokens": 16},
+    )
+
+
+def test_branch_from_the_checkpoint_list_switches_and_overlays_the_parent(
+    tiny_model_path, sum_rows, tmp_path
+):
+    cfg = make_cfg(tiny_model_path, tmp_path / "run", max_steps=3, save_steps=1)
+    dash = Dashboard(GRPOTrainer(cfg, sum_rows, [digit_share], progress=False))
+    parent = dash.trainer
+    dash.train()
+    rows = dash.checkpoints.widget.children
+    assert [r.children[0].value.split(" ·")[0] for r in rows] == ["step 3", "step 2", "step 1"]
+    rows[2].children[1].click()  # "branch from here" on step 1
+    child = dash.trainer
+    assert (
+        child is not parent and child.step == 1 and child.run_dir == parent.run_dir / "branches" / "step-1-1"
+    )
+    assert [m["step"] for m in dash.parent_history] == [1, 2, 3] and [m["step"] for m in dash.history] == [1]
+    assert dash in child.callbacks and dash not in parent.callbacks
+    fig = panels_figure(dash)
+    assert "parent" in [line.get_label() for line in fig.axes[0].lines]
+    history = dash.train()
+    assert [m["step"] for m in history] == [1, 2, 3] and [m["step"] for m in dash.history] == [1, 2, 3]
+
+
+def panels_figure(dash):
+    from grpo_lite.notebook import panels
+
+    return panels.curves_figure(dash.history, dash.eval_points, parent=dash.parent_history)

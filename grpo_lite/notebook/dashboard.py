@@ -22,6 +22,7 @@ import ipywidgets as W
 from grpo_lite.alarms import Alarm, check_alarms
 from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import panels
+from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls
 from grpo_lite.notebook.editor import apply_reward, try_reward
 
 
@@ -52,6 +53,8 @@ class Dashboard(Callback):
         self._poll: Any = None
         self._poll_ctx: Any = None
         self._thread: threading.Thread | None = None
+        self._training = False
+        self.parent_history: list[dict[str, Any]] = []  # the run a branch came from, drawn dimmed
         self._build_widgets()
         trainer.callbacks.append(self)
 
@@ -86,6 +89,17 @@ class Dashboard(Callback):
         )
         self.test_button.on_click(lambda _: self.test_edit())
         self.apply_button.on_click(lambda _: self.apply_edit())
+        self.new_button, self.remove_button = (
+            W.Button(description="new reward"),
+            W.Button(description="remove"),
+        )
+        self.new_button.on_click(lambda _: self.new_reward())
+        self.remove_button.on_click(lambda _: self.remove_reward())
+        self.weights, self.remedies, self.checkpoints = (
+            WeightControls(self),
+            RemedyButtons(self),
+            CheckpointList(self),
+        )
         self.editor_output = W.HTML()
         self.alarm_panel, self.completions_panel, self.compare_panel = W.HTML(), W.HTML(), W.HTML()
         self.compare_button = W.Button(description="compare base vs trained")
@@ -97,13 +111,14 @@ class Dashboard(Callback):
             [
                 W.HBox([self.temperature, self.top_p, self.max_new_tokens]),
                 W.HBox([self.pause_button, self.stop_button, self.status]),
+                self.remedies.widget,
             ]
         )
         editor = W.VBox(
             [
                 self.reward_picker,
                 self.source,
-                W.HBox([self.test_button, self.apply_button]),
+                W.HBox([self.test_button, self.apply_button, self.new_button, self.remove_button]),
                 self.editor_output,
             ]
         )
@@ -113,9 +128,12 @@ class Dashboard(Callback):
                 editor,
                 self.alarm_panel,
                 W.VBox([self.compare_button, self.compare_panel]),
+                self.weights.widget,
+                self.checkpoints.widget,
             ]
         )
-        for i, title in enumerate(["completions", "reward editor", "alarms", "base vs trained"]):
+        titles = ["completions", "reward editor", "alarms", "base vs trained", "weights & lr", "checkpoints"]
+        for i, title in enumerate(titles):
             tabs.set_title(i, title)
         return W.VBox([controls, tabs])
 
@@ -176,8 +194,65 @@ class Dashboard(Callback):
         self.pause_button.description = "resume" if change["new"] else "pause"
 
     def _load_source(self) -> None:
-        reward = next(r for r in self.trainer.rewards.rewards if r.name == self.reward_picker.value)
-        self.source.value = reward.source
+        reward = next((r for r in self.trainer.rewards.rewards if r.name == self.reward_picker.value), None)
+        if reward is not None:  # a new reward not yet applied keeps its draft
+            self.source.value = reward.source
+
+    def _refresh_picker(self) -> None:
+        names = self.trainer.rewards.names
+        drafts = [n for n in self.reward_picker.options if n not in names and n == self.reward_picker.value]
+        if list(self.reward_picker.options) != names + drafts:
+            value = self.reward_picker.value if self.reward_picker.value in names + drafts else names[0]
+            self.reward_picker.options = names + drafts
+            self.reward_picker.value = value
+
+    def new_reward(self) -> str:
+        """A draft reward in the editor (Test, then Apply adds it at the next step with weight 1)."""
+        taken, k = set(self.trainer.rewards.names) | set(self.reward_picker.options), 1
+        name = "new_reward"
+        while name in taken:
+            k += 1
+            name = f"new_reward_{k}"
+        self.reward_picker.options = [*self.reward_picker.options, name]
+        self.reward_picker.value = name
+        self.source.value = (
+            f"def {name}(prompts, completions, **kwargs):\n    return [0.0 for _ in completions]\n"
+        )
+        return name
+
+    def remove_reward(self) -> None:
+        """Remove the picked reward at the next step (refused for the last one)."""
+        try:
+            self.trainer.steering.remove_reward(self.reward_picker.value)
+            self.editor_output.value = (
+                f"{html.escape(self.reward_picker.value)} will be removed at the next step"
+            )
+        except ValueError as err:
+            self.editor_output.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
+
+    def branch(self, step: int) -> Any:
+        """Rewind to the checkpoint of ``step`` and go on with a branch of the run (see
+        ``GRPOTrainer.branch``): the dashboard switches to it and draws the parent's curves dimmed;
+        ``dashboard.train()`` trains it. Refused while a run is training (stop it first)."""
+        if self._training:
+            self.status.value = "<span style='color:#b00'>stop the run before branching</span>"
+            return None
+        parent = self.trainer
+        child = parent.branch(step)
+        parent.callbacks.remove(self)
+        child.callbacks.append(self)
+        self.parent_history, self.trainer = list(self.history), child
+        self.history = list(child.history)
+        self.eval_points = [p for p in self.eval_points if p[0] <= step]
+        self.alarms = [a for a in self.alarms if a.step <= step]
+        self._refresh_picker()
+        self.weights.refresh()
+        self.checkpoints.refresh()
+        self.status.value = (
+            f"branched from step {step} into {html.escape(str(child.run_dir))}; train() goes on from there"
+        )
+        self.redraw()
+        return child
 
     def test_edit(self) -> None:
         """Run the edited source on the latest completions, next to the current function's scores."""
@@ -191,6 +266,7 @@ class Dashboard(Callback):
 
     # ---- callbacks from the trainer -----------------------------------------------------------------
     def on_train_begin(self, trainer: Any) -> None:
+        self._training = True
         if threading.current_thread() is not threading.main_thread():
             return  # a background run: the kernel dispatches widget events itself
         self._poll_ctx = _ui_events()
@@ -204,8 +280,13 @@ class Dashboard(Callback):
         self.history.append(metrics)
         if self.eval_rows and self.eval_reward and metrics["step"] % self.eval_every == 0:
             self.evaluate()
-        self.alarms += check_alarms(self.history)
+        latest = check_alarms(self.history)
+        self.alarms += latest
         self.alarm_panel.value = panels.alarms_html(self.alarms)
+        self.remedies.update(latest)
+        self._refresh_picker()
+        self.weights.refresh(values=False)
+        self.checkpoints.refresh()
         if trainer.last_rollout:
             self.completions_panel.value = panels.completions_html(trainer.last_rollout)
         self.status.value = f"step {metrics['step']}: reward {metrics['reward']:.3f}"
@@ -213,6 +294,8 @@ class Dashboard(Callback):
             self.redraw()
 
     def on_train_end(self, trainer: Any) -> None:
+        self._training = False
+        self.checkpoints.refresh()
         self.redraw()
         if self._poll_ctx is not None:
             self._poll_ctx.__exit__(None, None, None)
@@ -230,7 +313,7 @@ class Dashboard(Callback):
         return acc
 
     def figure_png(self) -> bytes:
-        fig = panels.curves_figure(self.history, self.eval_points)
+        fig = panels.curves_figure(self.history, self.eval_points, parent=self.parent_history)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=90)
         import matplotlib.pyplot as plt

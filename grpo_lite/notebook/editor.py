@@ -48,9 +48,16 @@ def try_reward(
 
 
 def apply_reward(trainer: Any, name: str, source: str) -> TryResult:
-    """Test the source, then ask the trainer to swap it in at the next step; refused if the test fails."""
+    """Test the source, then ask the trainer to swap it in (or add it, for a new name) at the next
+    step; refused if the test fails."""
     result = try_reward(source, name, trainer.last_rollout, time_limit=trainer.cfg.reward_timeout)
-    if result.ok:
+    if result.ok and name in trainer.rewards.names:
         trainer.steering.replace_reward(name, compile_reward(source, name), source)
         result.message = f"{name} will be replaced at the next step"
+    elif result.ok:  # a new reward
+        try:
+            trainer.steering.add_reward(compile_reward(source, name), name=name, source=source)
+            result.message = f"{name} will be added at the next step (weight 1)"
+        except ValueError as err:
+            result.ok, result.message = False, str(err)
     return result

@@ -77,9 +77,14 @@ def compare_html(rows: list[tuple[str, str, str]]) -> str:
     return TABLE.format(head + "".join(_row(*r) for r in rows))
 
 
-def curves_figure(history: list[dict[str, Any]], eval_points: list[tuple[int, float]]) -> Any:
+def curves_figure(
+    history: list[dict[str, Any]],
+    eval_points: list[tuple[int, float]],
+    parent: list[dict[str, Any]] | None = None,
+) -> Any:
     """Reward (total, per function, held-out accuracy), KL, length and truncation, entropy.
-    Steps where settings or reward code changed are marked with dotted lines."""
+    Steps where settings or reward code changed are marked with dotted lines. ``parent``: the run a
+    branch came from, its total reward, KL, length and entropy drawn dimmed beside the branch's."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -91,6 +96,11 @@ def curves_figure(history: list[dict[str, Any]], eval_points: list[tuple[int, fl
         return [float(m[key]) if isinstance(m.get(key), (int, float)) else math.nan for m in history]
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    if parent:
+        parent_steps = [m["step"] for m in parent]
+        for a, key in zip(axes, ("reward", "kl", "completion_len_mean", "entropy"), strict=True):
+            values = [float(m[key]) if isinstance(m.get(key), (int, float)) else math.nan for m in parent]
+            a.plot(parent_steps, values, color="grey", alpha=0.35, linewidth=2, label="parent")
     ax = axes[0]
     ax.plot(steps, series("reward"), label="total", linewidth=2)
     for key in sorted({k for m in history for k in m if k.startswith("rewards/") and k.endswith("/mean")}):
