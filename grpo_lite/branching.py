@@ -102,13 +102,16 @@ def rewards_at(state: dict[str, Any], current: Combined) -> Combined:
     function where its source is the saved one, else the saved source compiled."""
     from grpo_lite.reward_source import RewardSourceError, compile_reward
 
-    sources = state.get("reward_sources", {})
+    sources, origins = state.get("reward_sources", {}), state.get("reward_origins", {})
     items = []
     for saved in state["rewards"]:
         name, source = saved["name"], sources.get(saved["name"], "")
         now = current.rewards[current.names.index(name)] if name in current.names else None
+        original = _importable(origins.get(name), source)
         if now is not None and now.source == source:
             fn = now.fn
+        elif original is not None:  # a function of a module (a built-in reward): its module's globals too
+            fn = original
         else:
             try:
                 fn = compile_reward(source, name)
@@ -118,6 +121,33 @@ def rewards_at(state: dict[str, Any], current: Combined) -> Combined:
                 ) from err
         items.append(NamedReward(fn, name, float(saved["weight"]), source))
     return Combined(items)
+
+
+def reward_origin(fn: Any) -> str | None:
+    """``module:qualname`` of a reward defined in an importable module (None for one compiled from
+    the editor or defined in a notebook), saved with checkpoints so a branch can import it again."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname or getattr(fn, "__grpo_source__", None):
+        return None
+    return f"{module}:{qualname}"
+
+
+def _importable(origin: str | None, source: str) -> Any:
+    """The function at ``origin`` if it imports and its source is still ``source``, else None."""
+    if not origin:
+        return None
+    import importlib
+
+    from rewards import source_of
+
+    module, _, qualname = origin.partition(":")
+    try:
+        fn: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError):
+        return None
+    return fn if source_of(fn) == source else None
 
 
 def restore_rewards(state: dict[str, Any], current: Combined, *, branch: bool, where: Path) -> Combined:

@@ -388,6 +388,7 @@ class GRPOTrainer:
                 "sampling": self.sampling.to_dict(),
                 "rewards": [{"name": r.name, "weight": r.weight} for r in self.rewards.rewards],
                 "reward_sources": {r.name: r.source for r in self.rewards.rewards},
+                "reward_origins": {r.name: branching.reward_origin(r.fn) for r in self.rewards.rewards},
                 "config": self.cfg.to_dict(),
                 "interrupted": interrupted,
                 **self._run_facts(),

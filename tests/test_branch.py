@@ -166,3 +166,18 @@ def test_training_keeps_exactly_the_newest_k(tiny_model_path, sum_rows, tmp_path
     assert names() == ["step-4", "step-5", "step-6"]  # the interrupt checkpoint stays
     with pytest.raises(ValueError, match="GRPOConfig.keep_checkpoints must be >= 0"):
         make_cfg(tiny_model_path, tmp_path / "x", keep_checkpoints=-1)
+
+
+def test_a_built_in_reward_comes_back_as_itself_not_as_bare_source():
+    # exact_answer's source alone cannot run (it calls helpers of rewards.exact): a branch imports it.
+    from grpo_lite.branching import reward_origin, rewards_at
+    from rewards import combine, exact_answer, source_of
+
+    state = {"rewards": [{"name": "exact_answer", "weight": 0.5}],
+             "reward_sources": {"exact_answer": source_of(exact_answer)},
+             "reward_origins": {"exact_answer": reward_origin(exact_answer)}}  # fmt: skip
+    edited = combine(lambda prompts, completions, **kw: [0.0] * len(completions), names=["exact_answer"])
+    restored = rewards_at(state, edited)
+    assert restored.rewards[0].fn is exact_answer and restored.rewards[0].weight == 0.5
+    assert restored.score(["1+1="], ["<answer>2</answer>"], answer=["2"]).total == [0.5]
+    assert reward_origin(edited.rewards[0].fn) is None  # a lambda: its source is what is saved

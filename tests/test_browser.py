@@ -1,14 +1,20 @@
-"""A real browser: JupyterLab on localhost, headless Debian Chromium driven by Playwright.
+"""A real browser: JupyterLab on localhost, headless Debian Chromium driven by Playwright, on both
+kernel families: ipykernel 7 (this environment's; training runs in a background thread) and
+ipykernel 6 (Colab's family; training runs in the cell and jupyter-ui-poll pumps widget events),
+the latter through a kernel spec that puts ipykernel 6 first on the path of the same Python.
 
 Opens the quickstart in offline mode, runs it, checks the dashboard renders with a non-empty reward
-plot, moves the temperature slider while training runs and sees the new value reach the metrics,
-edits a reward function and applies it mid-run, then stops the run from the dashboard (a
-checkpoint is written). Screenshots go to test-artifacts/.
+plot, and while training runs: moves the temperature slider, edits a reward function and applies
+it, moves a reward's weight slider, sets the learning rate, adds a new reward — each seen in the
+metrics of the step it took effect. Then stops the run (a checkpoint), branches from an earlier
+checkpoint in the checkpoint list, trains the branch from a new cell and sees its metrics continue
+after the branch point. Screenshots go to test-artifacts/.
 CI installs chromium (.ci/run); elsewhere the test is skipped when /usr/bin/chromium is missing.
 """
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,22 +40,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab serving a copy of the quickstart, long enough (400 steps) to steer it mid-run."""
+IPYKERNEL6 = ROOT / ".venv" / "ipykernel6"  # ipykernel < 7, installed once, first on the kernel's path
+
+
+def ipykernel6_spec(root: Path) -> Path:
+    """A kernel spec named python3 that runs this Python with ipykernel 6 ahead of the installed 7."""
+    if not (IPYKERNEL6 / "ipykernel").is_dir():
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                               str(IPYKERNEL6), "ipykernel>=6.29,<7"], capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, (
+            f"installing ipykernel<7 for the kernel spec failed: {done.stderr[-500:]}"
+        )
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python",
+        "env": {"PYTHONPATH": str(IPYKERNEL6)},
+    }))  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory):
+    """The demo model built once for both kernel families (so the notebook's first cell does not
+    time out building it)."""
     from grpo_lite.demo import demo_model
 
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRPO_LITE_CACHE", str(cache))
+        demo_model()
+    return cache
+
+
+@pytest.fixture(params=["ipykernel7", "ipykernel6"])
+def lab(tmp_path, request, demo_cache):
+    """JupyterLab serving a copy of the quickstart, long enough (400 steps) to steer it mid-run,
+    checkpoints every 5 steps (to branch from), on the kernel family of the parameter."""
     env = {
         **os.environ,
         "GRPO_LITE_OFFLINE": "1",
-        "GRPO_LITE_CACHE": str(tmp_path / "cache"),
+        "GRPO_LITE_CACHE": str(demo_cache),
         "HF_HUB_OFFLINE": "1",
     }
-    os.environ["GRPO_LITE_CACHE"] = env["GRPO_LITE_CACHE"]
-    demo_model()  # build the tiny model here, so the notebook's first cell does not time out
+    if request.param == "ipykernel6":
+        env["JUPYTER_PATH"] = str(ipykernel6_spec(tmp_path / "jupyter"))
     nb = json.loads((ROOT / "notebooks" / "01_quickstart.ipynb").read_text())
     for cell in nb["cells"]:
-        cell["source"] = "".join(cell["source"]).replace("steps=30", "steps=400")
+        cell["source"] = "".join(cell["source"]).replace("steps=30)", "steps=400).replace(save_steps=5)")
     (tmp_path / "01_quickstart.ipynb").write_text(json.dumps(nb))
     port = free_port()
     server = subprocess.Popen(
@@ -67,7 +106,7 @@ def lab(tmp_path):
             return server.poll() is not None and pytest.fail("JupyterLab exited at start")
 
     wait_for(listening, 90, "JupyterLab to listen")
-    yield f"http://127.0.0.1:{port}", tmp_path
+    yield f"http://127.0.0.1:{port}", tmp_path, request.param
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -93,7 +132,7 @@ def wait_for(predicate, seconds, what):
 def test_dashboard_in_jupyterlab(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, root = lab
+    url, root, kernel = lab
     run_dir = root / "runs" / "quickstart"
     ARTIFACTS.mkdir(exist_ok=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -102,13 +141,32 @@ def test_dashboard_in_jupyterlab(lab, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         try:
-            drive_quickstart(page, url, run_dir)
+            drive_quickstart(page, url, run_dir, kernel)
+            branch_and_train(page, run_dir, kernel)
         finally:
-            page.screenshot(path=str(ARTIFACTS / "dashboard_last.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"dashboard_last_{kernel}.png"), full_page=True)
             browser.close()
 
 
-def drive_quickstart(page, url: str, run_dir: Path) -> None:
+NEW_REWARD = "def new_reward(prompts, completions, **kwargs):\n    return [0.25 for _ in completions]\n"
+
+
+def changed_at(run_dir: Path, key: str, value=None, what: str = "") -> dict:
+    """The first logged step whose ``changes`` hold ``key`` (equal to ``value`` when given)."""
+    found = wait_for(lambda: [m for m in metrics(run_dir) if key in m.get("changes", {})
+                              and (value is None or m["changes"][key] == value)], 90, what or key)  # fmt: skip
+    wait_for(lambda: metrics(run_dir)[-1]["step"] > found[0]["step"], 60, f"a step after {key}")
+    return found[0]
+
+
+def type_into(page, locator, text: str) -> None:
+    locator.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def drive_quickstart(page, url: str, run_dir: Path, kernel: str) -> None:
     """Run the quickstart, steer it from the dashboard, stop it; assert what a user would see."""
     page.goto(f"{url}/lab/tree/01_quickstart.ipynb", timeout=90_000)
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
@@ -131,7 +189,11 @@ def drive_quickstart(page, url: str, run_dir: Path) -> None:
     plot = page.locator(".jp-OutputArea-output img").first
     plot.wait_for(timeout=60_000)
     wait_for(lambda: plot.evaluate("img => img.naturalWidth") > 300, 60, "a non-empty reward plot")
-    page.screenshot(path=str(ARTIFACTS / "dashboard_training.png"), full_page=True)
+    background = page.get_by_text("training in the background").count() > 0
+    assert background == (
+        kernel == "ipykernel7"
+    )  # ipykernel 6: in the cell, events pumped by jupyter-ui-poll
+    page.screenshot(path=str(ARTIFACTS / f"dashboard_training_{kernel}.png"), full_page=True)
 
     # Move the temperature slider during training (type into its readout, as a user can).
     readout = slider.locator(".widget-readout")
@@ -156,7 +218,40 @@ def drive_quickstart(page, url: str, run_dir: Path) -> None:
     assert all(
         m["rewards/exact_answer/mean"] == 0.5 for m in metrics(run_dir) if m["step"] >= swapped[0]["step"]
     )
-    page.screenshot(path=str(ARTIFACTS / "dashboard_reward_edited.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard_reward_edited_{kernel}.png"), full_page=True)
+
+    # A reward's weight and the learning rate, from the "weights & lr" tab.
+    page.get_by_role("tab", name="weights & lr").click()
+    type_into(
+        page,
+        page.locator(".widget-slider", has_text="weight answer_tag_format").locator(".widget-readout"),
+        "0.3",
+    )
+    at = changed_at(run_dir, "weight:answer_tag_format", 0.3)
+    assert all(
+        m["weights/answer_tag_format"] == (0.3 if m["step"] >= at["step"] else 0.1) for m in metrics(run_dir)
+    )
+    type_into(page, page.locator(".widget-text", has_text="learning rate").locator("input"), "0.001")
+    at = changed_at(run_dir, "learning_rate", 0.001)
+    assert all(m["lr"] == pytest.approx(0.001) for m in metrics(run_dir) if m["step"] >= at["step"])
+
+    # A new reward, written in the editor and added mid-run.
+    page.get_by_role("tab", name="reward editor").click()
+    page.get_by_role("button", name="new reward").click()
+    editor = page.locator(".widget-textarea textarea")
+    wait_for(
+        lambda: "def new_reward" in editor.input_value(), 60, "the new reward's template"
+    )  # then edit it
+    editor.fill(NEW_REWARD)
+    # Test, then Apply. This is the editor's second edit of the run: with ipykernel 7 it reaches the
+    # kernel only thanks to dashboard.keep_widget_updates_flowing (see there).
+    page.get_by_role("button", name="Test", exact=True).click()
+    output = page.locator(".widget-html", has_text="edited")
+    wait_for(lambda: "0.25" in output.inner_text(), 60, "the edited new reward tested")
+    page.get_by_role("button", name="Apply", exact=True).click()
+    at = changed_at(run_dir, "added:new_reward")
+    assert at["changes"]["added:new_reward"] == NEW_REWARD
+    assert all(m["rewards/new_reward/mean"] == 0.25 for m in metrics(run_dir) if m["step"] >= at["step"])
 
     # Stop from the dashboard: the run ends with a checkpoint.
     page.get_by_role("button", name="stop (checkpoint)").click()
@@ -164,4 +259,31 @@ def drive_quickstart(page, url: str, run_dir: Path) -> None:
     last = metrics(run_dir)[-1]["step"]
     assert last < 400 and (run_dir / "checkpoints" / f"step-{last}" / "adapter_model.safetensors").exists()
     page.get_by_text("held-out greedy accuracy").wait_for(timeout=120_000)
-    page.screenshot(path=str(ARTIFACTS / "dashboard_stopped.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard_stopped_{kernel}.png"), full_page=True)
+
+
+def branch_and_train(page, run_dir: Path, kernel: str) -> None:
+    """Branch from step 5 in the checkpoint list, train the branch from a new cell, stop it."""
+    page.get_by_role("tab", name="checkpoints").click()
+    row = page.locator(".widget-hbox", has_text=re.compile(r"^\s*step 5 ·"))
+    row.get_by_role("button", name="branch from here").click()
+    page.get_by_text("branched from step 5").wait_for(timeout=60_000)
+    branch = run_dir / "branches" / "step-5-1"
+    assert json.loads((branch / "lineage.json").read_text())["parent_step"] == 5
+    # A new cell at the end, as a user adds one: train the branch.
+    page.locator(".jp-Cell").last.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.keyboard.type("history = dashboard.train()")
+    page.keyboard.press("Shift+Enter")
+    wait_for(lambda: len(metrics(branch)) >= 9, 180, "the branch's steps after step 5")
+    steps = [m["step"] for m in metrics(branch)]
+    assert steps == list(range(1, len(steps) + 1))  # the parent's 1..5, then the branch's own 6, 7, ...
+    parent = {m["step"]: m for m in metrics(run_dir)}
+    assert [m["reward"] for m in metrics(branch)[:5]] == [parent[s]["reward"] for s in range(1, 6)]
+    assert not [m["step"] for m in metrics(branch)[5:] if m.get("reward_error_tracebacks")]  # its rewards all run
+    page.wait_for_timeout(2000)  # the next redraw: the parent's curves dimmed beside the branch's
+    page.screenshot(path=str(ARTIFACTS / f"dashboard_branch_{kernel}.png"), full_page=True)
+    page.get_by_role("button", name="stop (checkpoint)").click()
+    wait_for(lambda: (branch / "adapter" / "adapter_model.safetensors").exists(), 120, "the branch to stop")

@@ -266,3 +266,33 @@ def panels_figure(dash):
     from grpo_lite.notebook import panels
 
     return panels.curves_figure(dash.history, dash.eval_points, parent=dash.parent_history)
+
+
+def test_widget_updates_keep_flowing_on_ipykernel_7():
+    # A stand-in for ipykernel 7's kernel: while a cell holds the lock, comm messages are dispatched
+    # with no idle status; the patch publishes one per message, and only then.
+    import asyncio
+
+    from grpo_lite.notebook.dashboard import keep_widget_updates_flowing
+
+    published, handled = [], []
+
+    class Kernel:
+        def __init__(self):
+            self._main_asyncio_lock = asyncio.Lock()
+            self.shell_handlers = {"comm_msg": lambda stream, idents, msg: handled.append(msg)}
+
+        def _publish_status(self, status, channel, parent=None):
+            published.append((status, parent))
+
+    kernel = Kernel()
+    assert keep_widget_updates_flowing(kernel) and keep_widget_updates_flowing(kernel)  # idempotent
+
+    async def scenario():
+        kernel.shell_handlers["comm_msg"](None, [], "update-1")  # no cell running: ipykernel says idle itself
+        async with kernel._main_asyncio_lock:  # a cell awaits dashboard.finished()
+            await kernel.shell_handlers["comm_msg"](None, [], "update-2")
+
+    asyncio.run(scenario())
+    assert handled == ["update-1", "update-2"] and published == [("idle", "update-2")]
+    assert keep_widget_updates_flowing(object()) is False  # other kernels: left alone

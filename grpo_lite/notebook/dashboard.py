@@ -11,6 +11,7 @@ and Colab alike.
 from __future__ import annotations
 
 import html
+import inspect
 import io
 import threading
 import time
@@ -156,6 +157,7 @@ class Dashboard(Callback):
         if self._plot_handle is None:
             self.show()
         if _in_kernel() and not _can_pump_events():
+            keep_widget_updates_flowing(_kernel())
             self._thread = threading.Thread(target=self.trainer.train, name="grpo-lite-train", daemon=True)
             self._thread.start()
             print(
@@ -371,3 +373,40 @@ def _ui_events() -> Any:
     except ImportError:  # jupyter-ui-poll missing: widgets act only between cells
         return None
     return ui_events()
+
+
+def keep_widget_updates_flowing(kernel: Any) -> bool:
+    """Work around ipykernel >= 7 dropping the widget updates that follow the first one.
+
+    While an async cell runs (``await dashboard.finished()``), ipykernel 7 dispatches comm messages
+    concurrently and publishes no busy/idle status for them. ipywidgets' front-end sends a model's
+    next update only after the kernel says idle for the previous one, so a slider moved twice, or
+    the reward editor edited twice, never reached the kernel a second time (found by the browser
+    test). This wraps the kernel's comm_msg handler to publish that idle status itself when the
+    message was dispatched concurrently. Returns whether the kernel was patched (idempotent; a
+    no-op on kernels without this structure)."""
+    handlers = getattr(kernel, "shell_handlers", None)
+    lock = getattr(kernel, "_main_asyncio_lock", None)
+    publish = getattr(kernel, "_publish_status", None)
+    if not isinstance(handlers, dict) or lock is None or publish is None or "comm_msg" not in handlers:
+        return False
+    original = handlers["comm_msg"]
+    if getattr(original, "grpo_lite_idle", False):
+        return True
+
+    def comm_msg(stream: Any, idents: Any, msg: Any) -> Any:
+        concurrent = lock.locked()  # a cell holds the lock: ipykernel will not say idle for this message
+        result = original(stream, idents, msg)
+        if not concurrent:
+            return result
+
+        async def then_idle() -> None:
+            if inspect.isawaitable(result):
+                await result
+            publish("idle", "shell", parent=msg)
+
+        return then_idle()
+
+    comm_msg.grpo_lite_idle = True  # type: ignore[attr-defined]
+    handlers["comm_msg"] = comm_msg
+    return True
