@@ -170,8 +170,10 @@ def branch(parent: GRPOTrainer, step: int | str | Path, output_dir: str | Path |
     checkpoint = checkpoint_of(parent.run_dir, step)
     at = int(json.loads((checkpoint / "state.json").read_text())["step"])
     target = Path(output_dir) if output_dir is not None else default_branch_dir(parent.run_dir, at)
+    # its own run in the trackers: the parent's name and the branch's folder (e.g. "sums-step-40-1")
+    run_name = f"{parent.cfg.run_name or parent.run_dir.resolve().name}-{target.name}"
     return GRPOTrainer(
-        parent.cfg.replace(output_dir=str(target)),
+        parent.cfg.replace(output_dir=str(target), run_name=run_name),
         parent.data.rows,
         parent.rewards,
         model=parent.model,

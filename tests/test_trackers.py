@@ -327,3 +327,24 @@ def test_report_to_from_the_command_line():
                                       "--run-name", "r1", "--log-completions-every", "3"])  # fmt: skip
     cfg = config_from_args(args)
     assert (cfg.report_to, cfg.run_name, cfg.log_completions_every) == (("trackio", "tensorboard"), "r1", 3)
+
+
+def test_a_branch_tells_its_tracker_where_it_came_from(run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    child = run.trainer.branch("latest", output_dir=tmp_path / "branch")
+    child.cfg = child.cfg.replace(max_steps=STEPS + 1, report_to=("tensorboard",))
+    from grpo_lite.trackers import make_trackers
+
+    child.callbacks = [cb for cb in child.callbacks if not hasattr(cb, "log_event")] + make_trackers(
+        child.cfg, child.run_dir
+    )
+    child.train()
+    assert child.cfg.run_name == "tracked-branch"  # a run of its own in every tracker
+    acc = EventAccumulator(
+        str(tmp_path / "branch" / "tensorboard" / "tracked-branch"), size_guidance={"tensors": 0}
+    )
+    acc.Reload()
+    text = tensorboard_text(acc, "events/branch")
+    assert text == {STEPS: f"branched from {run.run_dir.resolve()} at step {STEPS}"}
+    assert '"parent_step": 4' in tensorboard_text(acc, "config")[0]

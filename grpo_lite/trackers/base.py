@@ -81,8 +81,17 @@ class Tracker(Callback):
         config["rewards"] = {
             fn.name: {"weight": fn.weight, "source": fn.source} for fn in trainer.rewards.rewards
         }
+        lineage = getattr(trainer, "lineage", None)
+        if lineage:
+            config["lineage"] = lineage
         self.start(config)
-        if trainer.step:
+        if lineage and trainer.step == lineage["parent_step"]:
+            self.log_event(
+                trainer.step,
+                "branch",
+                f"branched from {lineage['parent_run_dir']} at step {lineage['parent_step']}",
+            )
+        elif trainer.step:
             self.log_event(trainer.step, "resume", f"resumed at step {trainer.step} in {self.run_dir}")
 
     def on_step_end(self, trainer: GRPOTrainer, metrics: dict[str, Any]) -> None:
