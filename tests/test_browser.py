@@ -244,7 +244,7 @@ def drive_quickstart(page, url: str, run_dir: Path, kernel: str) -> None:
     )  # then edit it
     editor.fill(NEW_REWARD)
     # Test, then Apply. This is the editor's second edit of the run: with ipykernel 7 it reaches the
-    # kernel only thanks to dashboard.keep_widget_updates_flowing (see there).
+    # kernel only thanks to grpo_lite.notebook.kernel.keep_widget_updates_flowing (see there).
     page.get_by_role("button", name="Test", exact=True).click()
     output = page.locator(".widget-html", has_text="edited")
     wait_for(lambda: "0.25" in output.inner_text(), 60, "the edited new reward tested")

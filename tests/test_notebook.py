@@ -273,7 +273,7 @@ def test_widget_updates_keep_flowing_on_ipykernel_7():
     # with no idle status; the patch publishes one per message, and only then.
     import asyncio
 
-    from grpo_lite.notebook.dashboard import keep_widget_updates_flowing
+    from grpo_lite.notebook.kernel import keep_widget_updates_flowing
 
     published, handled = [], []
 

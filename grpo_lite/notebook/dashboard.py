@@ -11,7 +11,6 @@ and Colab alike.
 from __future__ import annotations
 
 import html
-import inspect
 import io
 import threading
 import time
@@ -25,6 +24,13 @@ from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import panels
 from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls
 from grpo_lite.notebook.editor import apply_reward, try_reward
+from grpo_lite.notebook.kernel import (
+    can_pump_events,
+    current_kernel,
+    in_kernel,
+    keep_widget_updates_flowing,
+    ui_event_pump,
+)
 
 
 class Dashboard(Callback):
@@ -156,8 +162,8 @@ class Dashboard(Callback):
         """
         if self._plot_handle is None:
             self.show()
-        if _in_kernel() and not _can_pump_events():
-            keep_widget_updates_flowing(_kernel())
+        if in_kernel() and not can_pump_events():
+            keep_widget_updates_flowing(current_kernel())
             self._thread = threading.Thread(target=self.trainer.train, name="grpo-lite-train", daemon=True)
             self._thread.start()
             print(
@@ -271,7 +277,7 @@ class Dashboard(Callback):
         self._training = True
         if threading.current_thread() is not threading.main_thread():
             return  # a background run: the kernel dispatches widget events itself
-        self._poll_ctx = _ui_events()
+        self._poll_ctx = ui_event_pump()
         self._poll = self._poll_ctx.__enter__() if self._poll_ctx is not None else None
 
     def on_step_boundary(self, trainer: Any) -> None:
@@ -344,69 +350,3 @@ class Dashboard(Callback):
         ]
         self.compare_panel.value = panels.compare_html(rows)
         return rows
-
-
-def _kernel() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return getattr(shell, "kernel", None) if shell is not None else None
-
-
-def _in_kernel() -> bool:
-    return _kernel() is not None
-
-
-def _can_pump_events() -> bool:
-    """jupyter-ui-poll works where the kernel can run one message-loop iteration (ipykernel < 7)."""
-    return hasattr(_kernel(), "do_one_iteration")
-
-
-def _ui_events() -> Any:
-    """jupyter-ui-poll's event pump where it works, else None (scripts, tests, ipykernel >= 7)."""
-    if not (_in_kernel() and _can_pump_events()):
-        return None
-    try:
-        from jupyter_ui_poll import ui_events
-    except ImportError:  # jupyter-ui-poll missing: widgets act only between cells
-        return None
-    return ui_events()
-
-
-def keep_widget_updates_flowing(kernel: Any) -> bool:
-    """Work around ipykernel >= 7 dropping the widget updates that follow the first one.
-
-    While an async cell runs (``await dashboard.finished()``), ipykernel 7 dispatches comm messages
-    concurrently and publishes no busy/idle status for them. ipywidgets' front-end sends a model's
-    next update only after the kernel says idle for the previous one, so a slider moved twice, or
-    the reward editor edited twice, never reached the kernel a second time (found by the browser
-    test). This wraps the kernel's comm_msg handler to publish that idle status itself when the
-    message was dispatched concurrently. Returns whether the kernel was patched (idempotent; a
-    no-op on kernels without this structure)."""
-    handlers = getattr(kernel, "shell_handlers", None)
-    lock = getattr(kernel, "_main_asyncio_lock", None)
-    publish = getattr(kernel, "_publish_status", None)
-    if not isinstance(handlers, dict) or lock is None or publish is None or "comm_msg" not in handlers:
-        return False
-    original = handlers["comm_msg"]
-    if getattr(original, "grpo_lite_idle", False):
-        return True
-
-    def comm_msg(stream: Any, idents: Any, msg: Any) -> Any:
-        concurrent = lock.locked()  # a cell holds the lock: ipykernel will not say idle for this message
-        result = original(stream, idents, msg)
-        if not concurrent:
-            return result
-
-        async def then_idle() -> None:
-            if inspect.isawaitable(result):
-                await result
-            publish("idle", "shell", parent=msg)
-
-        return then_idle()
-
-    comm_msg.grpo_lite_idle = True  # type: ignore[attr-defined]
-    handlers["comm_msg"] = comm_msg
-    return True
