@@ -41,13 +41,13 @@ GUARDED_BY = {
 }
 
 
-def unprivileged_user() -> pwd.struct_passwd:
+def unprivileged_user(name: str = USER) -> pwd.struct_passwd:
     """A user with a home of its own, created if missing (we are root in CI)."""
     try:
-        user = pwd.getpwnam(USER)
+        user = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
-        user = pwd.getpwnam(USER)
+        subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+        user = pwd.getpwnam(name)
     os.makedirs(user.pw_dir, mode=0o700, exist_ok=True)
     os.chown(user.pw_dir, user.pw_uid, user.pw_gid)
     return user
@@ -56,7 +56,9 @@ def unprivileged_user() -> pwd.struct_passwd:
 def run_attacks(as_user: bool, isolation: str) -> dict:
     secret = f"hf_secret_{os.urandom(6).hex()}"
     if as_user:
-        user = unprivileged_user()
+        # Without namespaces the process limit counts every process of the user, so the "none" run
+        # gets a user of its own: the namespaced runs beside it do not eat into its limit.
+        user = unprivileged_user(USER if isolation != "none" else USER + "-plain")
         kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         python, home = SYSTEM_PYTHON, user.pw_dir
     else:
@@ -82,7 +84,7 @@ def reports():
         pytest.fail("bubblewrap is not installed (apt-get install bubblewrap): .ci/run installs it")
     if not can_run_as_user():
         pytest.skip("the unprivileged half needs root, useradd and /usr/bin/python3")  # not in CI
-    unprivileged_user()  # made once, before the runs start side by side
+    unprivileged_user(), unprivileged_user(USER + "-plain")  # made once, before the runs start side by side
     with ThreadPoolExecutor(len(SETUPS)) as pool:
         return dict(zip(SETUPS, pool.map(lambda s: run_attacks(*s), SETUPS), strict=True))
 
