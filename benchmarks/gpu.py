@@ -13,9 +13,12 @@ estimate beside the measured peak. The grpo-lite variants (``VARIANTS``), each a
 ``before`` (the fp32 residual stream that peft's k-bit preparation leaves, transformers'
 ``generate`` on the 4-bit adapter model), ``16bit`` (embeddings, norms, head, activations and KV
 cache in the 16-bit compute dtype), ``lean`` (+ grpo-lite's decode loop and sampler), ``merged``
-(+ sampling from the merged 16-bit copy: today's default where it fits). ``--rollouts N``
+(+ sampling from the merged 16-bit copy: today's default where it fits), ``compiled`` (+
+``compile_rollouts``: static KV cache, compiled decode step, CUDA graphs). ``--rollouts N``
 also times rollouts alone for N prompts x G (one process per model: adapter with ``generate``, the
-lean loop without and with the shared prefill, merged). Both trainers run the same settings (``SETTINGS`` below, mapped to TRL by
+lean loop without and with the shared prefill, merged; then ``decode_extras.py``'s roads on the
+merged copy: compiled step vs lean loop at full length, and with lengths that differ (EOS rate
+2 / tokens) finished rows kept, dropped, or in a compiled static batch). Both trainers run the same settings (``SETTINGS`` below, mapped to TRL by
 ``grpo_lite.scale_out.trl_args``; both use bitsandbytes' paged 8-bit AdamW), on GSM8K-style chat
 prompts, with beta = 0.04 so that the reference pass (base = adapters off) is part of every step,
 and with a dense reward (the share of digits in a completion), so that no group ties and
@@ -144,6 +147,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "16bit": {"sampler": "transformers", "rollout_weights": "adapter"},
     "lean": {"sampler": "grpo_lite", "rollout_weights": "adapter"},
     "merged": {"sampler": "grpo_lite", "rollout_weights": "merged"},
+    "compiled": {"sampler": "grpo_lite", "rollout_weights": "merged", "compile_rollouts": True},
 }
 
 
@@ -180,6 +184,7 @@ def rollout_worker(model: str, prompts: int, max_new_tokens: int, out: Path, dev
     import time
 
     import torch
+    from decode_extras import extra_roads
 
     from grpo_lite import GRPOConfig
     from grpo_lite.decode import decode
@@ -225,6 +230,9 @@ def rollout_worker(model: str, prompts: int, max_new_tokens: int, out: Path, dev
         result[name] = {"seconds": min(times), "tokens": int(tokens.numel()),
                         "tokens_per_sec": tokens.numel() / min(times)}  # fmt: skip
         print(f"    {name}: {result[name]['tokens_per_sec']:.0f} tokens/s", flush=True)
+    # the decode loop's extras on the merged copy: compiled step + static cache, finished rows dropped
+    result |= extra_roads(merged.current(), ids, mask, group_size=G, eos_ids=eos, pad_id=tok.pad_token_id,
+                          tokens=max_new_tokens, eos_rate=2 / max_new_tokens, log=lambda m: print(m, flush=True))  # fmt: skip
     result["merged copy GB"] = merged.copy_bytes / 2**30
     result["peak_mem_mb"] = peak_memory_mb()
     out.write_text(json.dumps(result))
@@ -370,9 +378,12 @@ def table(r: dict[str, Any]) -> str:
             if "error" in m:
                 lines.append(head + "| failed | | | | | | | |")
                 continue
-            planned = {"merged": row.get("planned_peak_gb_merged"), "before": None, "trl": None}.get(
-                impl, row["planned_peak_gb"]
-            )
+            planned = {
+                "merged": row.get("planned_peak_gb_merged"),
+                "compiled": row.get("planned_peak_gb_merged"),
+                "before": None,
+                "trl": None,
+            }.get(impl, row["planned_peak_gb"])
             parts = m["parts_median"]
             lines.append(
                 head

@@ -107,6 +107,13 @@ class GRPOConfig:
     """Decode loop: ``"grpo_lite"`` (one prefill per prompt shared by its G samples, Gumbel-max
     sampling, no per-token work the loss does not need) or ``"transformers"`` (``model.generate``)."""
 
+    compile_rollouts: bool = False
+    """Decode with a static KV cache and a compiled decode step (``torch.compile``, mode
+    ``reduce-overhead``: CUDA graphs on a GPU), for merged rollouts (``rollout_weights``); with
+    ``sampler="transformers"``, ``generate``'s static cache (transformers compiles it on a GPU).
+    The first rollout of each batch shape compiles (seconds to a minute); finished rows stay in the
+    static batch. Off by default: slower on the CPU, not yet measured on a GPU (benchmarks/RESULTS.md)."""
+
     # ---- objective -----------------------------------------------------------------------------
     loss_type: LossType = "grpo"
     """Normalisation: ``"grpo"`` (per-sequence mean, DeepSeekMath eq. 3), ``"dapo"`` (token-level
@@ -234,6 +241,7 @@ class GRPOConfig:
         _check(self, "report_to", all(t in trackers for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
                f"a tuple of distinct names from {list(trackers)}")  # fmt: skip
         _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
+        _check(self, "compile_rollouts", isinstance(self.compile_rollouts, bool), "True or False")
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -15,8 +15,11 @@ times. Here:
   elementwise pass and an argmax instead of a softmax, a cumulative sum and a search;
 - top-k and top-p applied as transformers' warpers apply them (temperature, then top-k, then top-p,
   at least one token kept), so a filtered run samples the same distribution as ``generate``;
-- a finished sequence gets the pad token from then on; whether all are finished is asked every
-  ``check_every`` tokens (each ask waits for the GPU).
+- a finished sequence gets the pad token from then on; how many are finished is asked every
+  ``check_every`` tokens (each ask waits for the GPU); once a quarter of the rows in the batch are
+  finished, they leave it (their KV cache rows with them, ``Cache.batch_select_indices``), so that
+  the model no longer computes tokens nobody reads: what continuous batching gives a server, for a
+  batch whose rows all start together. A row's draws come from the same distribution either way.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import functools
 from typing import Any
 
 import torch
+
+from grpo_lite.decode_cache import CacheSteps, CompiledSteps
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -87,16 +92,6 @@ def _stop_criteria(tokenizer: Any, stop_strings: tuple[str, ...]) -> Any:
     return StopStringCriteria(tokenizer=tokenizer, stop_strings=list(stop_strings))
 
 
-def _cache_argument(model: Any) -> str:
-    """The KV cache's name in the model's forward and output: ``cache`` (transformers >= 5.24) or
-    ``past_key_values`` (before)."""
-    import inspect
-
-    get_base = getattr(model, "get_base_model", None)  # a peft wrapper's forward takes **kwargs
-    lm = get_base() if callable(get_base) else model
-    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def decode(
     model: Any,
@@ -113,6 +108,8 @@ def decode(
     tokenizer: Any = None,
     stop_strings: tuple[str, ...] = (),
     share_prefill: bool = True,
+    drop_finished: bool = True,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Sample ``group_size`` continuations of each prompt with the KV cache.
 
@@ -122,53 +119,44 @@ def decode(
         tokenizer, stop_strings: a row also ends when its text ends with one of ``stop_strings``.
         share_prefill: prefill each prompt once and repeat its cache G times (False: prefill all N
             rows, as ``generate`` does; kept to measure the difference).
+        drop_finished: finished rows leave the batch (False: they are computed to the end, as
+            ``generate`` does; kept to measure the difference).
+        compiled: a static KV cache and a compiled decode step (``decode_cache.CompiledSteps``; a
+            plain transformers model only, rows never leave the batch).
     Returns:
         (N, T') long completion ids, T' <= max_new_tokens (the longest row); pad after a row ends.
     """
-    B, P = prompt_ids.shape
-    N, device = B * group_size, prompt_ids.device
-    repeats = group_size if share_prefill else 1  # rows of the prompt tensors per sequence
-    if not share_prefill:
-        prompt_ids, prompt_mask = (t.repeat_interleave(group_size, dim=0) for t in (prompt_ids, prompt_mask))
-    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P), left padding aware
-    cache_arg = _cache_argument(model)
-    out = model(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-    )  # prefill once per prompt
-    cache = getattr(out, cache_arg)
-    logits = out.logits[:, -1]  # (B, V)
-    if share_prefill:
-        cache.batch_repeat_interleave(group_size)  # (B, ...) -> (N, ...), group by group
-        logits = logits.repeat_interleave(group_size, dim=0)  # (N, V)
-        positions = positions.repeat_interleave(group_size, dim=0)  # (N, P)
-    attention = torch.ones((N, P + max_new_tokens), dtype=prompt_mask.dtype, device=device)  # (N, P+T)
-    attention[:, :P] = prompt_mask.repeat_interleave(repeats, dim=0)
-    next_position = positions[:, -1] + 1  # (N,)
+    N, device = prompt_ids.shape[0] * group_size, prompt_ids.device
+    Steps = CompiledSteps if compiled else CacheSteps
+    steps = Steps(model, prompt_ids, prompt_mask, group_size=group_size, max_new_tokens=max_new_tokens,
+                  share_prefill=share_prefill)  # fmt: skip
+    logits = steps.logits  # (N, V)
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (N, T)
     eos = torch.tensor(eos_ids, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)  # (N,)
     stop = _stop_criteria(tokenizer, tuple(stop_strings)) if stop_strings else None
     check_every = 1 if device.type == "cpu" else 8
     noise = torch.empty(logits.shape, dtype=torch.float32, device=device)  # (N, V) reused every token
+    rows = torch.arange(N, device=device)  # (n,) the row in ``tokens`` of each sequence still in the batch
     for t in range(max_new_tokens):
-        token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, noise=noise)  # (N,)
+        n = len(rows)
+        token = sample_tokens(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, noise=noise[:n]
+        )  # (n,)
         token = token.masked_fill(done, pad_id)
-        tokens[:, t] = token
+        tokens[rows, t] = token
         done |= torch.isin(token, eos)
         if stop is not None:
-            done |= stop(tokens[:, : t + 1], None)
-        if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(done.all())):
+            done |= stop(tokens[rows, : t + 1], None)
+        if t + 1 == max_new_tokens:
             break
-        out = model(
-            input_ids=token[:, None],
-            attention_mask=attention[:, : P + t + 1],
-            position_ids=(next_position + t)[:, None],
-            use_cache=True,
-            **{cache_arg: cache},
-        )
-        logits = out.logits[:, -1]  # (N, V)
+        if (t + 1) % check_every == 0:
+            finished = int(done.sum())
+            if finished == n:
+                break
+            if drop_finished and steps.can_drop and 4 * finished >= n:  # a quarter finished: drop them
+                keep = (~done).nonzero().squeeze(1)  # (n',)
+                steps.drop(keep)
+                rows, token, done = rows[keep], token[keep], done[keep]
+        logits = steps.step(token, t)  # (n, V)
     return tokens[:, : t + 1]

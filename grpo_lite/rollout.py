@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from grpo_lite.decode import decode
+from grpo_lite.decode_cache import can_compile
 
 
 @dataclass
@@ -139,11 +140,14 @@ def generate(
     max_prompt_tokens: int,
     stop_strings: tuple[str, ...] = (),
     sampler: str = "grpo_lite",
+    compiled: bool = False,
 ) -> Rollout:
     """Sample ``group_size`` completions for each of B prompts (strings or chat messages).
 
     ``model`` samples: the policy itself or its merged rollout copy (``rollout_weights.py``).
     ``sampler``: ``"grpo_lite"`` (``decode.decode``) or ``"transformers"`` (``model.generate``).
+    ``compiled``: a static KV cache and a compiled decode step where the model allows it (a plain
+    transformers model: the merged copy; ``decode_cache.can_compile``), ``generate``'s static cache.
     The model is put in eval mode with the KV cache on for generation; its mode is restored after.
     """
     texts = [render_prompt(p, tokenizer) for p in prompts]
@@ -160,12 +164,12 @@ def generate(
                 model, ids.to(device), mask.to(device), group_size=group_size,
                 max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=eos_ids, pad_id=tokenizer.pad_token_id,
-                tokenizer=tokenizer, stop_strings=stop_strings,
+                tokenizer=tokenizer, stop_strings=stop_strings, compiled=compiled and can_compile(model),
             ).cpu()  # fmt: skip
         else:
             completion_ids = _transformers_generate(
                 model, tokenizer, ids.to(device), mask.to(device), group_size=group_size,
-                sampling=sampling, eos_ids=eos_ids, stop_strings=stop_strings,
+                sampling=sampling, eos_ids=eos_ids, stop_strings=stop_strings, static_cache=compiled,
             ).cpu()  # fmt: skip
     finally:
         model.train(was_training)
@@ -195,6 +199,7 @@ def _transformers_generate(
     sampling: Sampling,
     eos_ids: list[int],
     stop_strings: tuple[str, ...],
+    static_cache: bool = False,
 ) -> torch.Tensor:
     """(N, T) completion ids from transformers' ``generate`` (the ``sampler="transformers"`` path)."""
     from transformers import GenerationConfig
@@ -211,6 +216,7 @@ def _transformers_generate(
         eos_token_id=eos_ids,
         use_cache=True,
         stop_strings=list(stop_strings) or None,
+        cache_implementation="static" if static_cache else None,
     )
     out = model.generate(
         input_ids=ids,

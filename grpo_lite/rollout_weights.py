@@ -201,4 +201,7 @@ def rollout_sampler(
     A model loaded by Unsloth (``backend``) samples through Unsloth's own fast path: adapter."""
     choice = "adapter" if backend == "unsloth" else choose_rollout_weights(cfg, model, device, dtype)
     sampler = make_rollout_weights(model, choice=choice, dtype=dtype)
-    return ("merged" if isinstance(sampler, MergedRollout) else "adapter"), sampler
+    chosen = "merged" if isinstance(sampler, MergedRollout) else "adapter"
+    if cfg.compile_rollouts and cfg.sampler == "grpo_lite" and chosen == "adapter":
+        log.warning("compile_rollouts applies to merged rollouts; the adapter model decodes without it")
+    return chosen, sampler

@@ -59,6 +59,7 @@ NO_EQUIVALENT = {
     "adapter": "dropped: TRL starts a fresh LoRA on the base model",
     "prompts_per_step": "mapped through the batch sizes: prompts_per_step x group_size completions per step",
     "rollout_weights": "dropped: TRL samples from the peft model (or from vLLM with --vllm)",
+    "compile_rollouts": "mapped to TRL's cache_implementation='static' (transformers compiles its decode step on a GPU)",
     "sampler": "dropped: TRL samples with transformers' generate (or vLLM with --vllm)",
     "compute_dtype": "mapped to TRL's bf16 / fp16 flags when not 'auto' (then TRL picks)",
     "report_to": "mapped to TRL's report_to (TRL logs metrics its own way; W&B runs online unless WANDB_MODE=offline)",
@@ -97,6 +98,8 @@ def trl_args(
     }
     if cfg.run_name:
         args["run_name"] = cfg.run_name
+    if cfg.compile_rollouts:
+        args["cache_implementation"] = "static"
     if cfg.keep_checkpoints:
         args["save_total_limit"] = cfg.keep_checkpoints
     if cfg.compute_dtype != "auto":  # TRL's mixed precision flags; "auto" leaves TRL's own choice

@@ -166,6 +166,7 @@ class GRPOTrainer:
             max_prompt_tokens=cfg.max_prompt_tokens,
             stop_strings=cfg.stop_strings,
             sampler=cfg.sampler,
+            compiled=cfg.compile_rollouts,
         )
         t_gen = time.perf_counter()
         # 2. score: every reward function once, errors isolated

@@ -208,7 +208,7 @@ def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
     processes, rollouts alone, table, JSON) on a tiny model of the same family; on a GPU the same code
     runs with --device cuda."""
     out = tmp_path / "gpu.json"
-    cmd = [sys.executable, str(BENCH / "gpu.py"), "--runs", "tiny:8:before,merged,trl", "--steps", "3",
+    cmd = [sys.executable, str(BENCH / "gpu.py"), "--runs", "tiny:8:before,merged,compiled,trl", "--steps", "3",
            "--rollouts", "2", "--device", "cpu", "--model-dir", str(tmp_path / "models"), "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -216,7 +216,7 @@ def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
     row = result["rows"][0]
     assert row["source"] == "random weights, real config" and row["max_new_tokens"] == 8
     assert row["planned_peak_gb_merged"] > row["planned_peak_gb"] > 0
-    for impl in ("before", "merged", "trl"):
+    for impl in ("before", "merged", "compiled", "trl"):
         m = row[impl]
         assert m["step_seconds_median"] > 0 and m["peak_mem_mb"] > 0 and m["gen_tokens_per_sec"] > 0
         assert m["parts_median"]["reference"] > 0  # beta = 0.04: the reference pass is timed
@@ -225,6 +225,16 @@ def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
     assert rollouts["prompts"] == 2 and rollouts["max_new_tokens"] == 8
     for road in ("adapter, transformers generate", "adapter, lean loop", "merged, lean loop"):
         assert rollouts[road]["tokens"] == 2 * 8 * 8 and rollouts[road]["tokens_per_sec"] > 0
+    # decode_extras' roads: at full length every row runs to the end; with the EOS raised, rows end
+    # early on every road (the compiled one too: its compile sees the hook)
+    assert rollouts["full length, compiled step, static cache"]["mean_length"] == 8
+    for road in ("finished rows kept", "finished rows dropped", "compiled step, static cache"):
+        assert (
+            rollouts[f"varied lengths, lean loop, {road}" if "rows" in road else f"varied lengths, {road}"][
+                "mean_length"
+            ]
+            < 7
+        )
     assert "| tiny-qwen2 (random weights, real config) | 8 | grpo-lite merged |" in proc.stdout
     assert "| merged, lean loop |" in proc.stdout
 

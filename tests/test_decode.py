@@ -131,3 +131,80 @@ def test_rows_end_at_eos_with_padding_and_flags_the_loss_relies_on(policy):
     assert comp_mask[0].tolist() == [1, 1, 1] + [0] * (out.shape[1] - 3)
     assert truncated.tolist() == [False, False, True, True]
     assert out.shape[1] == 10  # the other rows ran to max_new_tokens
+
+
+def test_finished_rows_leave_the_batch_and_change_no_token(policy):
+    """Rows that end early leave the batch (the model is called with fewer rows from then on), and
+    what every row gets is exactly what it gets when finished rows stay in the batch to the end.
+    Greedy, with an EOS that rows reach at different steps, so the batch shrinks several times."""
+    model, tok = policy
+    ids, mask = _prompts(tok, ["1+2=", "a longer prompt: 37+45=", "x", "9*9="])
+    kw = dict(group_size=2, max_new_tokens=16, temperature=1e-6, top_k=0, top_p=1.0, pad_id=tok.pad_token_id)
+    free = decode(model, ids, mask, eos_ids=[tok.eos_token_id], **kw).tolist()
+
+    def ends(stops):  # the step each row of ``free`` would end at with these EOS tokens (None: never)
+        return [next((t for t, x in enumerate(row) if x in stops), None) for row in free]
+
+    # two EOS tokens at which some rows end at different steps (after a few tokens) and some never end
+    stops = next(
+        [a, b]
+        for a in sorted({x for row in free for x in row})
+        for b in sorted({x for row in free for x in row})
+        if a < b and None in ends({a, b}) and len({e for e in ends({a, b}) if e is not None and e >= 2}) >= 2
+    )
+    batch_rows = []
+    hook = model.register_forward_pre_hook(
+        lambda m, a, k: batch_rows.append(k["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        dropped = decode(model, ids, mask, eos_ids=stops, drop_finished=True, **kw)
+        calls = list(batch_rows)
+        kept = decode(model, ids, mask, eos_ids=stops, drop_finished=False, **kw)
+    finally:
+        hook.remove()
+    assert torch.equal(dropped, kept)
+    for row, free_row, end in zip(
+        kept.tolist(), free, ends(stops), strict=True
+    ):  # greedy: the free row, cut at its end
+        cut = len(row) if end is None else end + 1
+        assert row[:cut] == free_row[:cut] and set(row[cut:]) <= {tok.pad_token_id}
+    assert calls[0] == 4 and min(calls[1:]) < 8  # one prefill per prompt; then fewer than the 8 rows
+    assert set(batch_rows[len(calls) :][1:]) == {8}  # without dropping, all 8 rows to the end
+
+
+def test_static_cache_and_compiled_step_sample_what_the_dynamic_cache_samples(tiny_qwen_path):
+    """``compiled=True`` (static KV cache, transformers' compiled decode step) on a plain model:
+    greedy picks the same tokens as the dynamic cache, token for token, for prompts of different
+    lengths; the same noise gives the same draws at T = 1; a second rollout of the same shape reuses
+    the cache (no new allocation) and is still right; a rollout whose prompts are longer gets a
+    longer cache. Rows that end stay in the static batch, padded, as in the dynamic one."""
+    from transformers import AutoModelForCausalLM
+
+    from grpo_lite.decode_cache import can_compile
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_qwen_path), dtype=torch.float32).eval()
+    tok = load_tokenizer(str(tiny_qwen_path))
+    assert can_compile(model)
+    ids, mask = _prompts(tok, ["1+2=", "a longer prompt: 37+45=", "x"])
+    kw = dict(
+        group_size=2,
+        max_new_tokens=12,
+        top_k=0,
+        top_p=1.0,
+        eos_ids=[tok.eos_token_id],
+        pad_id=tok.pad_token_id,
+    )
+    greedy = decode(model, ids, mask, temperature=1e-6, **kw)
+    assert torch.equal(decode(model, ids, mask, temperature=1e-6, compiled=True, **kw), greedy)
+    first = model._grpo_lite_static_cache
+    for seed in (0, 1):  # at T = 1 the same noise stream must give the same tokens
+        torch.manual_seed(seed)
+        dynamic = decode(model, ids, mask, temperature=1.0, drop_finished=False, **kw)
+        torch.manual_seed(seed)
+        static = decode(model, ids, mask, temperature=1.0, compiled=True, **kw)
+        assert torch.equal(static, dynamic), seed
+    assert model._grpo_lite_static_cache is first  # reused: a captured graph keeps its addresses
+    ids2, mask2 = _prompts(tok, ["a much longer prompt than before, " * 10 + "1+1="])
+    long = decode(model, ids2, mask2, temperature=1e-6, compiled=True, **kw | dict(max_new_tokens=4))
+    assert torch.equal(long, decode(model, ids2, mask2, temperature=1e-6, **kw | dict(max_new_tokens=4)))
+    assert model._grpo_lite_static_cache[0] != first[0]

@@ -121,3 +121,30 @@ def test_merging_never_touches_the_base_weights_of_a_full_precision_model(
     assert all(torch.equal(base[n], p) for n, p in tr.model.named_parameters() if not p.requires_grad)
     ids = torch.randint(10, 60, (2, 9))
     assert (_logits(tr.sampler_model.model, ids) - _logits(tr.model, ids)).abs().max() < 1e-4
+
+
+def test_compiled_rollouts_decode_with_the_fresh_merged_weights(tiny_qwen_path, sum_rows, tmp_path, caplog):
+    """``compile_rollouts``: the trainer's rollouts go through the static cache and compiled step of
+    the merged copy; after updates, that compiled step (compiled at the first rollout) decodes with
+    the new weights: greedy, it picks what the peft policy picks. With the adapter model it warns
+    and decodes eagerly."""
+    from grpo_lite.decode import decode
+
+    tr = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "r", rollout_weights="merged", compile_rollouts=True),
+                     sum_rows, [digit_share], progress=False)  # fmt: skip
+    for _ in range(3):
+        m = tr.train_step()
+    copy = tr.sampler_model.model
+    assert m["rollout_weights"] == "merged" and hasattr(
+        copy, "_grpo_lite_static_cache"
+    )  # the compiled road ran
+    ids = torch.randint(10, 60, (2, 7))
+    kw = dict(group_size=2, max_new_tokens=10, temperature=1e-6, top_k=0, top_p=1.0, eos_ids=[-1], pad_id=0)
+    compiled = decode(tr.sampler_model.current(), ids, torch.ones_like(ids), compiled=True, **kw)
+    tr.model.eval()
+    assert torch.equal(compiled, decode(tr.model, ids, torch.ones_like(ids), **kw))
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
+        tr2 = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "a", rollout_weights="adapter", compile_rollouts=True),
+                          sum_rows, [digit_share], progress=False)  # fmt: skip
+    assert isinstance(tr2.sampler_model, AdapterRollout)
+    assert "compile_rollouts applies to merged rollouts" in caplog.text
