@@ -177,7 +177,9 @@ def worker(impl: str, model: str, max_new_tokens: int, steps: int, out: Path, de
     out.write_text(json.dumps(result))
 
 
-def rollout_worker(model: str, prompts: int, max_new_tokens: int, out: Path, device: str) -> None:
+def rollout_worker(
+    model: str, prompts: int, max_new_tokens: int, out: Path, device: str, roads_wanted: str = "all"
+) -> None:
     """Rollouts alone, B = ``prompts`` x G, every completion to ``max_new_tokens`` (random weights
     never sample the EOS): generated tokens per second of each sampling road, best of 2 after a
     short warm-up, in one process on one loaded 16-bit policy."""
@@ -218,7 +220,7 @@ def rollout_worker(model: str, prompts: int, max_new_tokens: int, out: Path, dev
     }
     policy.eval()
     result: dict[str, Any] = {"prompts": prompts, "group_size": G, "max_new_tokens": max_new_tokens}
-    for name, run in roads.items():
+    for name, run in roads.items() if roads_wanted == "all" else ():
         run(8)  # warm-up: allocator, kernels
         times = []
         for _ in range(2):
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=2, help="steps per process; the first is warm-up (default 2)")
     p.add_argument("--rollouts", type=int, default=0, metavar="N",
                    help="also time rollouts alone for N prompts x G, each model at its first tokens (0: skip)")  # fmt: skip
+    p.add_argument("--rollout-roads", choices=["all", "extras"], default="all",
+                   help="extras: only decode_extras.py's roads (compiled step, finished rows) in --rollouts")  # fmt: skip
     p.add_argument("--budget-s", type=float, default=420,
                    help="start no new process after this many seconds (0: none; default %(default)s)")  # fmt: skip
     p.add_argument("--random-weights", action="store_true", help="do not try the Hub")
@@ -273,7 +277,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if a.rollout_worker:
         rollout_worker(
-            a.rollout_worker[0], int(a.rollout_worker[1]), int(a.rollout_worker[2]), a.out, a.device
+            a.rollout_worker[0],
+            int(a.rollout_worker[1]),
+            int(a.rollout_worker[2]),
+            a.out,
+            a.device,
+            a.rollout_roads,
         )
         return {}
     import time
@@ -354,6 +363,7 @@ def _train_run(impl: str, size: str, model: str, tokens: int, a: Any, tmp: Path)
 def _rollouts(size: str, model: str, source: str, tokens: int, a: Any, tmp: Path) -> dict[str, Any]:
     out = tmp / f"rollouts-{size}.json"
     proc = _run([sys.executable, __file__, "--rollout-worker", model, str(a.rollouts), str(tokens),
+                 "--rollout-roads", a.rollout_roads,
                  "--device", a.device, "--out", str(out)])  # fmt: skip
     entry = {"model": HUB_ID[size], "source": source}
     return entry | (json.loads(out.read_text()) if proc.returncode == 0 else {"error": proc.stderr[-2000:]})

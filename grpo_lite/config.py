@@ -112,7 +112,8 @@ class GRPOConfig:
     ``reduce-overhead``: CUDA graphs on a GPU), for merged rollouts (``rollout_weights``); with
     ``sampler="transformers"``, ``generate``'s static cache (transformers compiles it on a GPU).
     The first rollout of each batch shape compiles (seconds to a minute); finished rows stay in the
-    static batch. Off by default: slower on the CPU, not yet measured on a GPU (benchmarks/RESULTS.md)."""
+    static batch. Off by default: no gain on the CPU (measured), not yet measured on a GPU
+    (benchmarks/RESULTS.md)."""
 
     # ---- objective -----------------------------------------------------------------------------
     loss_type: LossType = "grpo"

@@ -16,12 +16,11 @@ from typing import Any
 
 import torch
 
-from grpo_lite import branching
+from grpo_lite import branching, trainer_state
 from grpo_lite.advantages import group_advantages
 from grpo_lite.backends import resolve_backend
-from grpo_lite.branching import is_branch_start, restore_rewards
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
-from grpo_lite.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from grpo_lite.checkpoint import rng_state, set_rng_state
 from grpo_lite.config import GRPOConfig
 from grpo_lite.data import PromptData, reward_columns
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
@@ -32,7 +31,7 @@ from grpo_lite.optim import clipped_step, make_optimizer
 from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout_weights import rollout_sampler
-from grpo_lite.rundir import open_run_dir, resolve_resume, truncate_metrics_log
+from grpo_lite.rundir import open_run_dir, resolve_resume
 from grpo_lite.steering import Steering, weights_in_force
 from grpo_lite.trackers import make_trackers
 from rewards import Combined, NamedReward, combine
@@ -108,7 +107,7 @@ class GRPOTrainer:
         if progress:
             self.callbacks.append(ProgressBar())
         if resume is not None:
-            self._resume(resume)
+            trainer_state.resume(self, resume)
 
     # ---- the loop --------------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
@@ -197,7 +196,7 @@ class GRPOTrainer:
             "train": t_end - t_ref,
         }
         self._keep_rollout(scores, rewards, adv)
-        return self._run_facts() | weights_in_force(self.rewards) | step_metrics(
+        return self.run_facts() | weights_in_force(self.rewards) | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
             device=self.device, changes=changes or {},
@@ -348,21 +347,7 @@ class GRPOTrainer:
         }
 
     # ---- optimizer, run directory, checkpoints -----------------------------------------------------
-    def _resume(self, path: Path) -> None:
-        state, trainer_state = load_checkpoint(path, self.model)
-        self.optimizer.load_state_dict(trainer_state["optimizer"])
-        self.scheduler.load_state_dict(trainer_state["scheduler"])
-        self.scaler.load_state_dict(trainer_state.get("scaler", {}))
-        set_rng_state(trainer_state["rng"])
-        self.step = int(state["step"])
-        for key, value in state["sampling"].items():
-            setattr(self.sampling, key, value)
-        self.rewards = restore_rewards(
-            state, self.rewards, branch=is_branch_start(path, self.run_dir), where=path
-        )
-        self.history = truncate_metrics_log(self.run_dir, self.step)
-
-    def _run_facts(self) -> dict[str, str]:
+    def run_facts(self) -> dict[str, str]:
         """How this run trains, in every step's metrics, checkpoint and the card: backend, dtype, rollouts."""
         return {
             "backend": self.backend,
@@ -372,29 +357,8 @@ class GRPOTrainer:
 
     def save_checkpoint(self, interrupted: bool = False) -> Path:
         """Write ``RUN/checkpoints/step-N`` (atomic) for the current step, then keep the newest
-        ``cfg.keep_checkpoints`` (one written on interrupt is always kept)."""
-        return save_checkpoint(
-            self.run_dir,
-            self.step,
-            keep=self.cfg.keep_checkpoints,
-            model=self.model,
-            tokenizer=self.tokenizer,
-            trainer_state={
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rng_state(),
-            },
-            state={
-                "sampling": self.sampling.to_dict(),
-                "rewards": [{"name": r.name, "weight": r.weight} for r in self.rewards.rewards],
-                "reward_sources": {r.name: r.source for r in self.rewards.rewards},
-                "reward_origins": {r.name: branching.reward_origin(r.fn) for r in self.rewards.rewards},
-                "config": self.cfg.to_dict(),
-                "interrupted": interrupted,
-                **self._run_facts(),
-            },
-        )
+        ``cfg.keep_checkpoints`` (one written on interrupt is always kept); ``trainer_state.py``."""
+        return trainer_state.save(self, interrupted)
 
     def branch(self, step: int | str | Path = "latest", output_dir: str | Path | None = None) -> GRPOTrainer:
         """Rewind to the checkpoint of ``step`` (a number, ``"latest"`` or a checkpoint folder) and
@@ -413,7 +377,7 @@ class GRPOTrainer:
         rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in self.rewards.rewards]
         info = {
             "config": self.cfg.to_dict(),
-            **self._run_facts(),
+            **self.run_facts(),
             "rewards": rewards,
             "metrics": self.history[-1:],
         } | ({"lineage": self.lineage} if self.lineage else {})

@@ -32,6 +32,7 @@ BAD = [
     ("advantage_scale", "max", "GRPOConfig.advantage_scale must be one of ['group', 'batch', 'none']"),
     ("lora_dropout", 1.0, "GRPOConfig.lora_dropout must be in [0, 1)"),
     ("model", "", "GRPOConfig.model must be a non-empty model id or path"),
+    ("compile_rollouts", "yes", "GRPOConfig.compile_rollouts must be True or False"),
 ]
 
 

@@ -40,6 +40,15 @@ def test_compute_dtype_maps_to_trl_precision_flags(dtype, flags):
     assert {k: args[k] for k in ("bf16", "fp16") if k in args} == flags
 
 
+def test_compile_rollouts_maps_to_trl_static_cache():
+    assert trl_args(GRPOConfig(model="m", compile_rollouts=True))["cache_implementation"] == "static"
+    assert "cache_implementation" not in trl_args(GRPOConfig(model="m"))
+    trl = TRLConfig(
+        output_dir="x", use_cpu=True, bf16=False, **trl_args(GRPOConfig(model="m", compile_rollouts=True))
+    )
+    assert trl.cache_implementation == "static"
+
+
 def test_mapping_field_by_field_into_trl():
     cfg = GRPOConfig(model="m", group_size=4, prompts_per_step=6, micro_batch_size=8, temperature=0.7, top_p=0.9, top_k=20,
                      max_new_tokens=96, beta=0.04, eps_low=0.2, eps_high=0.28, loss_type="dr_grpo", advantage_scale="batch",

@@ -77,7 +77,7 @@ class Tracker(Callback):
         if self.started:  # train() called again after a stop: the same tracker run goes on
             return
         self.started = True
-        config = trainer.cfg.to_dict() | trainer._run_facts() | {"run_dir": str(self.run_dir)}
+        config = trainer.cfg.to_dict() | trainer.run_facts() | {"run_dir": str(self.run_dir)}
         config["rewards"] = {
             fn.name: {"weight": fn.weight, "source": fn.source} for fn in trainer.rewards.rewards
         }
