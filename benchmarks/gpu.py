@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_table import table  # noqa: E402
 from runners import machine, peak_memory_mb, run_grpo_lite, run_trl, step_parts, versions  # noqa: E402
 
 # The shapes of Qwen/Qwen2.5-{0.5B,1.5B}-Instruct's config.json.
@@ -247,7 +248,7 @@ def _sync_device() -> None:
         torch.cuda.synchronize()
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=DEFAULT_RUNS,
                    help=f"MODEL:TOKENS:WHAT[,WHAT...] separated by ';', WHAT in {[*VARIANTS, 'trl']} "
@@ -271,7 +272,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--rollout-worker", nargs=3, metavar=("MODEL", "PROMPTS", "TOKENS"), help=argparse.SUPPRESS
     )
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    a = _parser().parse_args(argv)
     if a.worker:
         worker(a.worker[0], a.worker[1], int(a.worker[2]), a.steps, a.out, a.device)
         return {}
@@ -325,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     row[impl] = _train_run(impl, size, model, tokens, a, Path(tmp))
                     save()
     result["seconds"] = time.perf_counter() - start
-    print(table(result))
+    print(table(result, list(VARIANTS)))
     save()
     return result
 
@@ -372,46 +377,6 @@ def _rollouts(size: str, model: str, source: str, tokens: int, a: Any, tmp: Path
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
-
-
-def table(r: dict[str, Any]) -> str:
-    lines = [f"machine: {r['machine']}", "",
-             "| model (weights) | tokens | run | s/step | generate | reference | policy | optimizer | tokens/s | peak VRAM GB | planned GB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for row in r["rows"]:
-        for impl in [*VARIANTS, "trl"]:
-            m = row.get(impl)
-            if m is None:
-                continue
-            name = impl if impl == "trl" else f"grpo-lite {impl}"
-            head = f"| {row['model']} ({row['source']}) | {row['max_new_tokens']} | {name} "
-            if "error" in m:
-                lines.append(head + "| failed | | | | | | | |")
-                continue
-            planned = {
-                "merged": row.get("planned_peak_gb_merged"),
-                "compiled": row.get("planned_peak_gb_merged"),
-                "before": None,
-                "trl": None,
-            }.get(impl, row["planned_peak_gb"])
-            parts = m["parts_median"]
-            lines.append(
-                head
-                + f"| {m['step_seconds_median']:.2f} | {parts['generate']:.2f} | {parts['reference']:.2f} | "
-                f"{parts['policy']:.2f} | {parts['optimizer']:.2f} | {m['gen_tokens_per_sec']:.0f} | "
-                f"{m['peak_mem_mb'] / 1024:.2f} | {'-' if planned is None else f'{planned:.2f}'} |"
-            )
-    for roll in r.get("rollouts", []):
-        lines += ["", f"rollouts alone, {roll['model']} ({roll['source']}):"]
-        if "error" in roll:
-            lines.append("failed: " + roll["error"][-500:])
-            continue
-        lines += [f"{roll['prompts']} prompts x G = {roll['group_size']} x {roll['max_new_tokens']} new tokens",
-                  "| sampling road | tokens/s | seconds |", "|---|---|---|"]  # fmt: skip
-        for name, m in roll.items():
-            if isinstance(m, dict):
-                lines.append(f"| {name} | {m['tokens_per_sec']:.0f} | {m['seconds']:.2f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

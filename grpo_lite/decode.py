@@ -25,11 +25,14 @@ times. Here:
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import torch
 
 from grpo_lite.decode_cache import CacheSteps, CompiledSteps
+
+log = logging.getLogger(__name__)
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -122,15 +125,44 @@ def decode(
         drop_finished: finished rows leave the batch (False: they are computed to the end, as
             ``generate`` does; kept to measure the difference).
         compiled: a static KV cache and a compiled decode step (``decode_cache.CompiledSteps``; a
-            plain transformers model only, rows never leave the batch).
+            plain transformers model only, rows never leave the batch). If it fails to compile or
+            capture, a warning, and this model decodes without it from then on (same distribution).
     Returns:
         (N, T') long completion ids, T' <= max_new_tokens (the longest row); pad after a row ends.
     """
-    N, device = prompt_ids.shape[0] * group_size, prompt_ids.device
-    Steps = CompiledSteps if compiled else CacheSteps
-    steps = Steps(model, prompt_ids, prompt_mask, group_size=group_size, max_new_tokens=max_new_tokens,
-                  share_prefill=share_prefill)  # fmt: skip
+    kw: dict[str, Any] = dict(
+        group_size=group_size, max_new_tokens=max_new_tokens, share_prefill=share_prefill
+    )
+    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    eos_ids=eos_ids, pad_id=pad_id, tokenizer=tokenizer, stop_strings=stop_strings)  # fmt: skip
+    if compiled and not getattr(model, "_grpo_lite_compile_failed", False):
+        try:
+            return _sample(
+                CompiledSteps(model, prompt_ids, prompt_mask, **kw), drop_finished=False, **sampling
+            )
+        except Exception as err:  # a step that does not compile or capture: decode without it from now on
+            model._grpo_lite_compile_failed = True
+            log.warning("compile_rollouts: the compiled decode step failed (%s: %s); decoding without it",
+                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")  # fmt: skip
+    return _sample(CacheSteps(model, prompt_ids, prompt_mask, **kw), drop_finished=drop_finished, **sampling)
+
+
+def _sample(
+    steps: CacheSteps | CompiledSteps,
+    *,
+    drop_finished: bool,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    eos_ids: list[int],
+    pad_id: int,
+    tokenizer: Any,
+    stop_strings: tuple[str, ...],
+) -> torch.Tensor:
+    """The token loop of ``decode`` over prefilled ``steps``: (N, T') completion ids."""
     logits = steps.logits  # (N, V)
+    N, device = logits.shape[0], logits.device
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (N, T)
     eos = torch.tensor(eos_ids, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)  # (N,)

@@ -208,3 +208,36 @@ def test_static_cache_and_compiled_step_sample_what_the_dynamic_cache_samples(ti
     long = decode(model, ids2, mask2, temperature=1e-6, compiled=True, **kw | dict(max_new_tokens=4))
     assert torch.equal(long, decode(model, ids2, mask2, temperature=1e-6, **kw | dict(max_new_tokens=4)))
     assert model._grpo_lite_static_cache[0] != first[0]
+
+
+def test_a_decode_step_that_fails_to_compile_warns_and_decodes_without_it(tiny_qwen_path, caplog):
+    """Where the compiled step cannot compile or capture (a GPU or version it was never run on), the
+    rollout still comes out, eagerly, with a warning that says why, and the model is not tried again."""
+    import logging
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_qwen_path), dtype=torch.float32).eval()
+    tok = load_tokenizer(str(tiny_qwen_path))
+    calls = []
+
+    def broken(config):
+        def step(**kwargs):
+            calls.append(1)
+            raise RuntimeError("CUDA graph capture failed: operation not permitted when stream is capturing")
+
+        return step
+
+    model.get_compiled_call = broken
+    ids, mask = _prompts(tok, ["1+2=", "x"])
+    kw = dict(group_size=2, max_new_tokens=6, temperature=1e-6, top_k=0, top_p=1.0, eos_ids=[tok.eos_token_id],
+              pad_id=tok.pad_token_id)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.decode"):
+        out = decode(model, ids, mask, compiled=True, **kw)
+    assert torch.equal(out, decode(model, ids, mask, **kw))
+    assert (
+        "compile_rollouts: the compiled decode step failed (RuntimeError: CUDA graph capture failed"
+        in caplog.text
+    )
+    decode(model, ids, mask, compiled=True, **kw)
+    assert len(calls) == 1  # not tried again on this model
