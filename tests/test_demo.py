@@ -24,11 +24,13 @@ def demo_cache(tmp_path_factory):
 
 
 def test_demo_command_improves_held_out_accuracy(demo_cache, tmp_path, capsys):
+    """The README's demo (seed 0): measured +26 points; over seeds 0-11 the gain was +6 to +35
+    points, mean +23 (benchmarks/RESULTS.md). Untrained, the gain is 0."""
     out = tmp_path / "demo"
-    assert main(["demo", "--output-dir", str(out), "--seed", "1"]) == 0
+    assert main(["demo", "--output-dir", str(out), "--seed", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.30, summary
-    assert summary["steps"] == 80 and summary["seed"] == 1 and summary["seconds"] > 0
+    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.20, summary
+    assert summary["steps"] == 80 and summary["seed"] == 0 and summary["seconds"] > 0
     for name in ("metrics.jsonl", "reward_curve.png", "adapter/adapter_model.safetensors", "config.json"):
         assert (out / name).exists(), name
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 80
@@ -59,7 +61,7 @@ def test_demo_command_improves_held_out_accuracy(demo_cache, tmp_path, capsys):
 
 def test_demo_learns_in_bfloat16_on_the_cpu(demo_cache, tmp_path):
     """The GPU's 16-bit path (bfloat16 embeddings, stream, KV cache, merged rollout copy) run on the
-    CPU: the demo still lifts held-out accuracy (measured when written: +30 to +35 points, seeds 0-2)."""
+    CPU: the demo still lifts held-out accuracy (measured: +20, +34 and +16 points for seeds 0-2)."""
     from grpo_lite.demo import run_demo
 
     summary = run_demo(tmp_path / "bf16", seed=1, steps=80, compute_dtype="bfloat16")
