@@ -95,3 +95,29 @@ def test_stop_strings_end_completions(tiny_model_path):
         if any(ch.isdigit() for ch in c):
             assert c[-1].isdigit() and sum(ch.isdigit() for ch in c) == 1
             assert not r.truncated[i]
+
+
+def test_transformers_sampler_with_compile_rollouts_uses_a_static_cache(tiny_model_path, monkeypatch):
+    """``sampler="transformers"`` + ``compiled``: ``generate`` is asked for its static cache, and
+    samples what it samples with its dynamic one (same seed)."""
+    from transformers import GenerationMixin
+
+    from grpo_lite.model import load_base_model
+
+    tok = load_tokenizer(str(tiny_model_path))
+    model = load_base_model(str(tiny_model_path), load_in_4bit=False, device=torch.device("cpu"))
+    asked = []
+    real = GenerationMixin.generate
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs["generation_config"].cache_implementation)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        runs[compiled] = generate(model, tok, ["1+1=", "22+3="], group_size=3, sampling=Sampling(1.0, 1.0, 0, 6),
+                                  max_prompt_tokens=64, sampler="transformers", compiled=compiled)  # fmt: skip
+    assert asked == [None, "static"]
+    assert torch.equal(runs[True].completion_ids, runs[False].completion_ids)
