@@ -113,6 +113,9 @@ def extra_roads(
             if hook is not None:
                 hook.remove()
         m = result[name]
+        if "compiled" in name and getattr(merged, "_grpo_lite_compile_failed", False):
+            m["fell_back_to_eager"] = True  # decode warned: this road measured the eager loop
+            name += " (FELL BACK TO EAGER)"
         log(f"    {name}: {m['tokens_per_sec']:.0f} tokens/s, mean length {m['mean_length']:.1f}, "
             f"first run {m['first_seconds']:.1f} s")  # fmt: skip
     return result

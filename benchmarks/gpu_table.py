@@ -16,6 +16,8 @@ def table(r: dict[str, Any], variants: list[str]) -> str:
             if m is None:
                 continue
             name = impl if impl == "trl" else f"grpo-lite {impl}"
+            if impl == "compiled" and not m.get("compiled_rollouts", True):
+                name += " (compiled step failed: eager, see the warning)"
             head = f"| {row['model']} ({row['source']}) | {row['max_new_tokens']} | {name} "
             if "error" in m:
                 lines.append(head + "| failed | | | | | | | |")

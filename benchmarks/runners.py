@@ -70,6 +70,7 @@ def run_grpo_lite(
         "gen_tokens": [h["completion_len_mean"] * n for h in history],
         "parts": with_policy(parts, ends),
         "after": after(trainer.model, trainer.tokenizer) if after else None,
+        "compiled_rollouts": [bool(h.get("compiled_rollouts")) for h in history],
     }
 
 
@@ -258,6 +259,7 @@ def step_parts(run: dict[str, Any]) -> dict[str, Any]:
         "parts_median": {k: statistics.median(v[timed]) for k, v in run["parts"].items()},
         "gen_tokens_per_sec": sum(run["gen_tokens"][timed]) / sum(gen),
         "peak_mem_mb": run["peak_mem_mb"],
+        "compiled_rollouts": all(run.get("compiled_rollouts", [])[timed] or [False]),  # every timed step
     }
 
 

@@ -205,3 +205,16 @@ def rollout_sampler(
     if cfg.compile_rollouts and cfg.sampler == "grpo_lite" and chosen == "adapter":
         log.warning("compile_rollouts applies to merged rollouts; the adapter model decodes without it")
     return chosen, sampler
+
+
+def compiled_in_force(cfg: Any, sampler: MergedRollout | AdapterRollout) -> bool:
+    """Whether ``compile_rollouts`` is in force now: with grpo-lite's loop, merged rollouts whose
+    compiled step has not failed (``decode.decode`` falls back and marks the model); with
+    ``sampler="transformers"``, ``generate``'s static cache."""
+    if not cfg.compile_rollouts:
+        return False
+    if cfg.sampler == "transformers":
+        return True
+    return isinstance(sampler, MergedRollout) and not getattr(
+        sampler.model, "_grpo_lite_compile_failed", False
+    )

@@ -30,7 +30,7 @@ from grpo_lite.model import load_policy, trainable_parameters
 from grpo_lite.optim import clipped_step, make_optimizer
 from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
-from grpo_lite.rollout_weights import rollout_sampler
+from grpo_lite.rollout_weights import compiled_in_force, rollout_sampler
 from grpo_lite.rundir import open_run_dir, resolve_resume
 from grpo_lite.steering import Steering, weights_in_force
 from grpo_lite.trackers import make_trackers
@@ -347,12 +347,13 @@ class GRPOTrainer:
         }
 
     # ---- optimizer, run directory, checkpoints -----------------------------------------------------
-    def run_facts(self) -> dict[str, str]:
+    def run_facts(self) -> dict[str, Any]:
         """How this run trains, in every step's metrics, checkpoint and the card: backend, dtype, rollouts."""
         return {
             "backend": self.backend,
             "compute_dtype": dtype_name(self.compute_dtype),
             "rollout_weights": self.rollout_weights,
+            "compiled_rollouts": compiled_in_force(self.cfg, self.sampler_model),
         }
 
     def save_checkpoint(self, interrupted: bool = False) -> Path:

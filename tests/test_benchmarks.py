@@ -221,6 +221,7 @@ def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
         assert m["step_seconds_median"] > 0 and m["peak_mem_mb"] > 0 and m["gen_tokens_per_sec"] > 0
         assert m["parts_median"]["reference"] > 0  # beta = 0.04: the reference pass is timed
     assert "16bit" not in row and "lean" not in row  # only the variants asked for
+    assert row["compiled"]["compiled_rollouts"] and not row["merged"]["compiled_rollouts"]
     rollouts = result["rollouts"][0]
     assert rollouts["prompts"] == 2 and rollouts["max_new_tokens"] == 8
     for road in ("adapter, transformers generate", "adapter, lean loop", "merged, lean loop"):
@@ -228,6 +229,7 @@ def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
     # decode_extras' roads: at full length every row runs to the end; with the EOS raised, rows end
     # early on every road (the compiled one too: its compile sees the hook)
     assert rollouts["full length, compiled step, static cache"]["mean_length"] == 8
+    assert not any(m.get("fell_back_to_eager") for m in rollouts.values() if isinstance(m, dict))
     for road in ("finished rows kept", "finished rows dropped", "compiled step, static cache"):
         assert (
             rollouts[f"varied lengths, lean loop, {road}" if "rows" in road else f"varied lengths, {road}"][

@@ -135,9 +135,8 @@ def test_compiled_rollouts_decode_with_the_fresh_merged_weights(tiny_qwen_path, 
     for _ in range(3):
         m = tr.train_step()
     copy = tr.sampler_model.model
-    assert m["rollout_weights"] == "merged" and hasattr(
-        copy, "_grpo_lite_static_cache"
-    )  # the compiled road ran
+    assert hasattr(copy, "_grpo_lite_static_cache")  # the compiled road ran
+    assert m["rollout_weights"] == "merged" and m["compiled_rollouts"] is True
     ids = torch.randint(10, 60, (2, 7))
     kw = dict(group_size=2, max_new_tokens=10, temperature=1e-6, top_k=0, top_p=1.0, eos_ids=[-1], pad_id=0)
     compiled = decode(tr.sampler_model.current(), ids, torch.ones_like(ids), compiled=True, **kw)
@@ -146,5 +145,7 @@ def test_compiled_rollouts_decode_with_the_fresh_merged_weights(tiny_qwen_path, 
     with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
         tr2 = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "a", rollout_weights="adapter", compile_rollouts=True),
                           sum_rows, [digit_share], progress=False)  # fmt: skip
-    assert isinstance(tr2.sampler_model, AdapterRollout)
+    assert isinstance(tr2.sampler_model, AdapterRollout) and tr2.run_facts()["compiled_rollouts"] is False
     assert "compile_rollouts applies to merged rollouts" in caplog.text
+    copy._grpo_lite_compile_failed = True  # what decode marks when the compiled step fails
+    assert tr.run_facts()["compiled_rollouts"] is False
