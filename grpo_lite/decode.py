@@ -20,6 +20,9 @@ times. Here:
   finished, they leave it (their KV cache rows with them, ``Cache.batch_select_indices``), so that
   the model no longer computes tokens nobody reads: what continuous batching gives a server, for a
   batch whose rows all start together. A row's draws come from the same distribution either way.
+
+How the model is stepped (dynamic KV cache, or a static one with a compiled step for
+``compile_rollouts``) is ``decode_cache.py``'s.
 """
 
 from __future__ import annotations
