@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -136,54 +137,52 @@ def decode(
     kw: dict[str, Any] = dict(
         group_size=group_size, max_new_tokens=max_new_tokens, share_prefill=share_prefill
     )
-    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    eos_ids=eos_ids, pad_id=pad_id, tokenizer=tokenizer, stop_strings=stop_strings)  # fmt: skip
+    rules = _Rules(max_new_tokens, temperature, top_k, top_p, eos_ids, pad_id,
+                   _stop_criteria(tokenizer, tuple(stop_strings)) if stop_strings else None)  # fmt: skip
     if compiled and not getattr(model, "_grpo_lite_compile_failed", False):
         try:
-            return _sample(
-                CompiledSteps(model, prompt_ids, prompt_mask, **kw), drop_finished=False, **sampling
-            )
+            return _sample(CompiledSteps(model, prompt_ids, prompt_mask, **kw), rules, drop_finished=False)
         except Exception as err:  # a step that does not compile or capture: decode without it from now on
             model._grpo_lite_compile_failed = True
             log.warning("compile_rollouts: the compiled decode step failed (%s: %s); decoding without it",
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")  # fmt: skip
-    return _sample(CacheSteps(model, prompt_ids, prompt_mask, **kw), drop_finished=drop_finished, **sampling)
+    return _sample(CacheSteps(model, prompt_ids, prompt_mask, **kw), rules, drop_finished=drop_finished)
 
 
-def _sample(
-    steps: CacheSteps | CompiledSteps,
-    *,
-    drop_finished: bool,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    eos_ids: list[int],
-    pad_id: int,
-    tokenizer: Any,
-    stop_strings: tuple[str, ...],
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class _Rules:
+    """What ``decode``'s token loop samples and where a row ends."""
+
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    eos_ids: list[int]
+    pad_id: int
+    stop: Any  # transformers' StopStringCriteria, or None
+
+
+def _sample(steps: CacheSteps | CompiledSteps, r: _Rules, *, drop_finished: bool) -> torch.Tensor:
     """The token loop of ``decode`` over prefilled ``steps``: (N, T') completion ids."""
     logits = steps.logits  # (N, V)
     N, device = logits.shape[0], logits.device
-    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (N, T)
-    eos = torch.tensor(eos_ids, device=device)
+    tokens = torch.full((N, r.max_new_tokens), r.pad_id, dtype=torch.long, device=device)  # (N, T)
+    eos = torch.tensor(r.eos_ids, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)  # (N,)
-    stop = _stop_criteria(tokenizer, tuple(stop_strings)) if stop_strings else None
     check_every = 1 if device.type == "cpu" else 8
     noise = torch.empty(logits.shape, dtype=torch.float32, device=device)  # (N, V) reused every token
     rows = torch.arange(N, device=device)  # (n,) the row in ``tokens`` of each sequence still in the batch
-    for t in range(max_new_tokens):
+    for t in range(r.max_new_tokens):
         n = len(rows)
         token = sample_tokens(
-            logits, temperature=temperature, top_k=top_k, top_p=top_p, noise=noise[:n]
+            logits, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, noise=noise[:n]
         )  # (n,)
-        token = token.masked_fill(done, pad_id)
+        token = token.masked_fill(done, r.pad_id)
         tokens[rows, t] = token
         done |= torch.isin(token, eos)
-        if stop is not None:
-            done |= stop(tokens[rows, : t + 1], None)
-        if t + 1 == max_new_tokens:
+        if r.stop is not None:
+            done |= r.stop(tokens[rows, : t + 1], None)
+        if t + 1 == r.max_new_tokens:
             break
         if (t + 1) % check_every == 0:
             finished = int(done.sum())
