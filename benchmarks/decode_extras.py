@@ -98,7 +98,7 @@ def extra_roads(
         "full length, lean loop": lambda: lean(),
         "full length, compiled step, static cache": lambda: lean(compiled=True),
         "varied lengths, lean loop, finished rows kept": lambda: lean(drop_finished=False),
-        "varied lengths, lean loop, finished rows dropped": lambda: lean(),
+        "varied lengths, lean loop, finished rows dropped": lambda: lean(drop_finished=True),
         "varied lengths, compiled step, static cache": lambda: lean(compiled=True),
     }
     result: dict[str, Any] = {}

@@ -20,6 +20,9 @@ times. Here:
   finished, they leave it (their KV cache rows with them, ``Cache.batch_select_indices``), so that
   the model no longer computes tokens nobody reads: what continuous batching gives a server, for a
   batch whose rows all start together. A row's draws come from the same distribution either way.
+  By default only on the CPU, where it was measured to help (``benchmarks/decode_extras.py``); on a
+  GPU a decode step of a small model is launch-bound, fewer rows may save nothing, and it stays off
+  until ``benchmarks/gpu_session.sh`` has measured it there (``drops_by_default``).
 
 How the model is stepped (dynamic KV cache, or a static one with a compiled step for
 ``compile_rollouts``) is ``decode_cache.py``'s.
@@ -115,7 +118,7 @@ def decode(
     tokenizer: Any = None,
     stop_strings: tuple[str, ...] = (),
     share_prefill: bool = True,
-    drop_finished: bool = True,
+    drop_finished: bool | None = None,
     compiled: bool = False,
 ) -> torch.Tensor:
     """Sample ``group_size`` continuations of each prompt with the KV cache.
@@ -127,7 +130,7 @@ def decode(
         share_prefill: prefill each prompt once and repeat its cache G times (False: prefill all N
             rows, as ``generate`` does; kept to measure the difference).
         drop_finished: finished rows leave the batch (False: they are computed to the end, as
-            ``generate`` does; kept to measure the difference).
+            ``generate`` does; kept to measure the difference). None: ``drops_by_default``.
         compiled: a static KV cache and a compiled decode step (``decode_cache.CompiledSteps``; a
             plain transformers model only, rows never leave the batch). If it fails to compile or
             capture, a warning, and this model decodes without it from then on (same distribution).
@@ -146,7 +149,15 @@ def decode(
             model._grpo_lite_compile_failed = True
             log.warning("compile_rollouts: the compiled decode step failed (%s: %s); decoding without it",
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")  # fmt: skip
+    if drop_finished is None:
+        drop_finished = drops_by_default(prompt_ids.device)
     return _sample(CacheSteps(model, prompt_ids, prompt_mask, **kw), rules, drop_finished=drop_finished)
+
+
+def drops_by_default(device: torch.device) -> bool:
+    """Whether finished rows leave the batch when ``decode`` is not told: where it was measured to
+    help, the CPU (1.4-1.7x tokens/s when lengths vary); not on a GPU, where it is not measured yet."""
+    return device.type == "cpu"
 
 
 @dataclass(frozen=True)

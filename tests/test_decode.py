@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from grpo_lite.decode import decode, filter_logits, sample_tokens
+from grpo_lite.decode import decode, drops_by_default, filter_logits, sample_tokens
 from grpo_lite.model import load_base_model, load_tokenizer
 from grpo_lite.rollout import completion_mask_and_truncation
 
@@ -136,7 +136,8 @@ def test_rows_end_at_eos_with_padding_and_flags_the_loss_relies_on(policy):
 def test_finished_rows_leave_the_batch_and_change_no_token(policy):
     """Rows that end early leave the batch (the model is called with fewer rows from then on), and
     what every row gets is exactly what it gets when finished rows stay in the batch to the end.
-    Greedy, with an EOS that rows reach at different steps, so the batch shrinks several times."""
+    Greedy, with an EOS that rows reach at different steps, so the batch shrinks several times.
+    Not told, ``decode`` drops rows on the CPU (measured to help there) and not on a GPU (not yet)."""
     model, tok = policy
     ids, mask = _prompts(tok, ["1+2=", "a longer prompt: 37+45=", "x", "9*9="])
     kw = dict(group_size=2, max_new_tokens=16, temperature=1e-6, top_k=0, top_p=1.0, pad_id=tok.pad_token_id)
@@ -160,9 +161,14 @@ def test_finished_rows_leave_the_batch_and_change_no_token(policy):
         dropped = decode(model, ids, mask, eos_ids=stops, drop_finished=True, **kw)
         calls = list(batch_rows)
         kept = decode(model, ids, mask, eos_ids=stops, drop_finished=False, **kw)
+        without = len(batch_rows)
+        default = decode(model, ids, mask, eos_ids=stops, **kw)
     finally:
         hook.remove()
-    assert torch.equal(dropped, kept)
+    assert torch.equal(dropped, kept) and torch.equal(default, kept)
+    assert batch_rows[without:] == calls  # not told: rows leave the batch on the CPU, where it was measured
+    assert drops_by_default(torch.device("cpu")) and not drops_by_default(torch.device("cuda"))
+    batch_rows = batch_rows[:without]
     for row, free_row, end in zip(
         kept.tolist(), free, ends(stops), strict=True
     ):  # greedy: the free row, cut at its end
