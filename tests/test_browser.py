@@ -91,11 +91,12 @@ def lab(tmp_path, request, demo_cache):
         cell["source"] = "".join(cell["source"]).replace("steps=30)", "steps=400).replace(save_steps=5)")
     (tmp_path / "01_quickstart.ipynb").write_text(json.dumps(nb))
     port = free_port()
+    log = (tmp_path / "jupyter.log").open("w")  # the server's and kernel's output, kept on failure
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          "--IdentityProvider.token=", "--ServerApp.password=", "--allow-root", "--ServerApp.disable_check_xsrf=True",
          f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
     def listening() -> bool:
@@ -112,6 +113,7 @@ def lab(tmp_path, request, demo_cache):
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.kill()
+    log.close()
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -143,6 +145,17 @@ def test_dashboard_in_jupyterlab(lab, tmp_path):
         try:
             drive_quickstart(page, url, run_dir, kernel)
             branch_and_train(page, run_dir, kernel)
+        except Exception as err:  # the kernel's side of the story: its tracebacks go to the server log
+            log = root / "jupyter.log"
+            (ARTIFACTS / f"jupyter_{kernel}.log").write_text(log.read_text())
+            outputs = page.locator(".jp-OutputArea")
+            seen = [
+                outputs.nth(i).inner_text()[-800:]
+                for i in range(max(0, outputs.count() - 3), outputs.count())
+            ]
+            raise AssertionError(
+                f"{err}\n--- the last outputs:\n{seen}\n--- JupyterLab/kernel log:\n{log.read_text()[-4000:]}"
+            ) from err
         finally:
             page.screenshot(path=str(ARTIFACTS / f"dashboard_last_{kernel}.png"), full_page=True)
             browser.close()
@@ -258,7 +271,8 @@ def drive_quickstart(page, url: str, run_dir: Path, kernel: str) -> None:
     wait_for(lambda: (run_dir / "adapter" / "adapter_model.safetensors").exists(), 120, "the run to stop")
     last = metrics(run_dir)[-1]["step"]
     assert last < 400 and (run_dir / "checkpoints" / f"step-{last}" / "adapter_model.safetensors").exists()
-    page.get_by_text("held-out greedy accuracy").wait_for(timeout=120_000)
+    # The cell's output, not its code (which holds the same words and is visible from the start).
+    page.locator(".jp-OutputArea-output", has_text="held-out greedy accuracy").wait_for(timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / f"dashboard_stopped_{kernel}.png"), full_page=True)
 
 

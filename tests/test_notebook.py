@@ -262,6 +262,32 @@ def test_branch_from_the_checkpoint_list_switches_and_overlays_the_parent(
     assert [m["step"] for m in history] == [1, 2, 3] and [m["step"] for m in dash.history] == [1, 2, 3]
 
 
+def test_branch_clicked_while_the_run_stops_happens_once_it_has(tiny_model_path, sum_rows, tmp_path):
+    cfg = make_cfg(tiny_model_path, tmp_path / "run", max_steps=50, save_steps=1)
+    dash = Dashboard(GRPOTrainer(cfg, sum_rows, [digit_share], progress=False))
+    parent, seen = dash.trainer, {}
+
+    class Clicks(Callback):
+        def on_step_end(self, t, m):
+            rows = dash.checkpoints.widget.children  # newest first
+            if m["step"] == 2:
+                rows[-1].children[1].click()  # "branch from here" on step 1 while training: refused
+                seen["training"] = (dash.trainer, dash.status.value)
+                dash.stop_button.click()
+                rows[-1].children[1].click()  # again, now that the run is stopping: held until it has
+                seen["stopping"] = (dash.trainer, dash.status.value)
+
+    parent.callbacks.append(Clicks())
+    dash.train()
+    assert seen["training"][0] is parent and "stop the run before branching" in seen["training"][1]
+    assert seen["stopping"][0] is parent and "stopping: branching from step 1" in seen["stopping"][1]
+    assert dash.trainer is not parent and dash.trainer.step == 1
+    assert dash.trainer.run_dir == parent.run_dir / "branches" / "step-1-1"
+    assert [m["step"] for m in dash.parent_history] == [1, 2] and "branched from step 1" in dash.status.value
+    dash.branch_clicked(7)  # no such checkpoint: the reason in the status line, nothing raised
+    assert "branching from step 7 failed: FileNotFoundError" in dash.status.value and dash.trainer.step == 1
+
+
 def panels_figure(dash):
     from grpo_lite.notebook import panels
 

@@ -13,7 +13,7 @@ from grpo_lite.alarms import Alarm, remedy_for
 from grpo_lite.branching import complete_steps
 
 
-def _error(err: Exception) -> str:
+def error_html(err: Exception | str) -> str:
     return f"<span style='color:#b00'>{html.escape(str(err))}</span>"
 
 
@@ -64,7 +64,7 @@ class WeightControls:
             self.dashboard.trainer.steering.set_reward_weights({name: value})
             self.dashboard.status.value = f"weight of {name} = {value:g} from the next step"
         except ValueError as err:
-            self.dashboard.status.value = _error(err)
+            self.dashboard.status.value = error_html(err)
 
     def _lr_changed(self, change: dict[str, Any]) -> None:
         if self._quiet:
@@ -73,7 +73,7 @@ class WeightControls:
             self.dashboard.trainer.steering.set_learning_rate(change["new"])
             self.dashboard.status.value = f"learning rate = {change['new']:g} from the next step"
         except ValueError as err:
-            self.dashboard.status.value = _error(err)
+            self.dashboard.status.value = error_html(err)
 
 
 class RemedyButtons:
@@ -102,7 +102,7 @@ class RemedyButtons:
             remedy.request(self.dashboard.trainer.steering)
             self.dashboard.status.value = f"{html.escape(remedy.label)}: from the next step"
         except ValueError as err:
-            self.dashboard.status.value = _error(err)
+            self.dashboard.status.value = error_html(err)
 
 
 class CheckpointList:
@@ -127,6 +127,6 @@ class CheckpointList:
             text = f"step {step}" + (f" · reward {reward:.3f}" if isinstance(reward, float) else "")
             text += f" · accuracy {accuracy[step]:.1%}" if step in accuracy else ""
             button = W.Button(description="branch from here", layout=W.Layout(width="auto"))
-            button.on_click(lambda _, s=step: self.dashboard.branch(s))
+            button.on_click(lambda _, s=step: self.dashboard.branch_clicked(s))
             rows.append(W.HBox([W.HTML(text, layout=W.Layout(width="360px")), button]))
         self.widget.children = rows or [W.HTML("<i>no checkpoint yet (save_steps)</i>")]

@@ -22,7 +22,7 @@ import ipywidgets as W
 from grpo_lite.alarms import Alarm, check_alarms
 from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import panels
-from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls
+from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls, error_html
 from grpo_lite.notebook.editor import apply_reward, try_reward
 from grpo_lite.notebook.kernel import (
     can_pump_events,
@@ -61,6 +61,8 @@ class Dashboard(Callback):
         self._poll_ctx: Any = None
         self._thread: threading.Thread | None = None
         self._training = False
+        self._ending = threading.Lock()  # guards _training and a branch clicked while the run stops
+        self._branch_when_stopped: int | None = None
         self.parent_history: list[dict[str, Any]] = []  # the run a branch came from, drawn dimmed
         self._build_widgets()
         trainer.callbacks.append(self)
@@ -178,12 +180,13 @@ class Dashboard(Callback):
         Interrupting the kernel here asks the run to stop; it writes a checkpoint."""
         import asyncio
 
+        trainer = self.trainer  # the run waited for, even if a branch replaces it as it ends
         while self._thread is not None and self._thread.is_alive():
             try:
                 await asyncio.sleep(0.2)
             except (KeyboardInterrupt, asyncio.CancelledError):
-                self.trainer.steering.stop()
-        return self.trainer.history
+                trainer.steering.stop()
+        return trainer.history
 
     # ---- steering from the widgets -----------------------------------------------------------------
     def _sampling_changed(self, key: str) -> Callable[[dict[str, Any]], None]:
@@ -241,10 +244,27 @@ class Dashboard(Callback):
     def branch(self, step: int) -> Any:
         """Rewind to the checkpoint of ``step`` and go on with a branch of the run (see
         ``GRPOTrainer.branch``): the dashboard switches to it and draws the parent's curves dimmed;
-        ``dashboard.train()`` trains it. Refused while a run is training (stop it first)."""
-        if self._training:
-            self.status.value = "<span style='color:#b00'>stop the run before branching</span>"
-            return None
+        ``dashboard.train()`` trains it. Refused while a run is training (stop it first); asked for
+        while a stopped run is still writing its checkpoint, it happens as soon as the run has ended."""
+        with self._ending:
+            if self._training:
+                if self.trainer.steering.stop_requested:
+                    self._branch_when_stopped = step
+                    self.status.value = f"the run is stopping: branching from step {step} once it has"
+                else:
+                    self.status.value = error_html("stop the run before branching")
+                return None
+        return self._switch_to_branch(step)
+
+    def branch_clicked(self, step: int) -> None:
+        """The "branch from here" button: :meth:`branch`, with a failure shown in the status line (a
+        widget callback's exception would only reach the kernel's log)."""
+        try:
+            self.branch(step)
+        except Exception as err:
+            self.status.value = error_html(f"branching from step {step} failed: {type(err).__name__}: {err}")
+
+    def _switch_to_branch(self, step: int) -> Any:
         parent = self.trainer
         child = parent.branch(step)
         parent.callbacks.remove(self)
@@ -302,12 +322,16 @@ class Dashboard(Callback):
             self.redraw()
 
     def on_train_end(self, trainer: Any) -> None:
-        self._training = False
+        with self._ending:
+            self._training = False
+            step, self._branch_when_stopped = self._branch_when_stopped, None
         self.checkpoints.refresh()
         self.redraw()
         if self._poll_ctx is not None:
             self._poll_ctx.__exit__(None, None, None)
             self._poll_ctx = self._poll = None
+        if step is not None:  # "branch from here" was clicked while the run was stopping
+            self.branch_clicked(step)
 
     # ---- panels ------------------------------------------------------------------------------------
     def evaluate(self) -> float:
