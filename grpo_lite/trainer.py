@@ -145,7 +145,7 @@ class GRPOTrainer:
             self.save_checkpoint()
             self.save_adapter(self.run_dir / "adapter")
             self._plot()
-        for cb in self.callbacks:
+        for cb in list(self.callbacks):  # a copy: the dashboard may move itself to a branch here
             cb.on_train_end(self)
         return self.history
 

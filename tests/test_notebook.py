@@ -269,16 +269,20 @@ def test_branch_clicked_while_the_run_stops_happens_once_it_has(tiny_model_path,
 
     class Clicks(Callback):
         def on_step_end(self, t, m):
-            rows = dash.checkpoints.widget.children  # newest first
             if m["step"] == 2:
+                rows = dash.checkpoints.widget.children  # newest first
                 rows[-1].children[1].click()  # "branch from here" on step 1 while training: refused
                 seen["training"] = (dash.trainer, dash.status.value)
                 dash.stop_button.click()
                 rows[-1].children[1].click()  # again, now that the run is stopping: held until it has
                 seen["stopping"] = (dash.trainer, dash.status.value)
 
+        def on_train_end(self, t):  # after the dashboard's, which moves it to the branch
+            seen["ended"] = t
+
     parent.callbacks.append(Clicks())
     dash.train()
+    assert seen["ended"] is parent  # the callbacks after the dashboard still hear the end
     assert seen["training"][0] is parent and "stop the run before branching" in seen["training"][1]
     assert seen["stopping"][0] is parent and "stopping: branching from step 1" in seen["stopping"][1]
     assert dash.trainer is not parent and dash.trainer.step == 1
