@@ -12,6 +12,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,19 @@ def unprivileged_user(name: str = USER) -> pwd.struct_passwd:
     return user
 
 
-def run_attacks(as_user: bool, isolation: str) -> dict:
+def readable_copy() -> Path:
+    """The attack program and the sandbox it loads, copied where another uid can read them: a checkout
+    under a private home or ``mktemp -d`` folder (mode 0700) cannot be entered by that user."""
+    copy = Path(tempfile.mkdtemp(prefix="grpolite-attacks-"))
+    shutil.copytree(ROOT / "rewards", copy / "rewards", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "tests").mkdir()
+    shutil.copy(ATTACKS, copy / "tests" / ATTACKS.name)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return copy
+
+
+def run_attacks(as_user: bool, isolation: str, program_root: Path = ROOT) -> dict:
     secret = f"hf_secret_{os.urandom(6).hex()}"
     if as_user:
         # Without namespaces the process limit counts every process of the user, so the "none" run
@@ -64,8 +77,9 @@ def run_attacks(as_user: bool, isolation: str) -> dict:
     else:
         kwargs, python, home = {}, sys.executable, os.environ["HOME"]
     env = {"PATH": "/usr/bin:/bin", "HOME": home, "HF_TOKEN": secret}
-    done = subprocess.run([python, str(ATTACKS), isolation], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=300, **kwargs)  # fmt: skip
+    attacks = program_root / "tests" / ATTACKS.name
+    done = subprocess.run([python, str(attacks), isolation], capture_output=True, text=True, env=env,
+                          cwd=program_root, timeout=300, **kwargs)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -85,8 +99,13 @@ def reports():
     if not can_run_as_user():
         pytest.skip("the unprivileged half needs root, useradd and /usr/bin/python3")  # not in CI
     unprivileged_user(), unprivileged_user(USER + "-plain")  # made once, before the runs start side by side
-    with ThreadPoolExecutor(len(SETUPS)) as pool:
-        return dict(zip(SETUPS, pool.map(lambda s: run_attacks(*s), SETUPS), strict=True))
+    copy = readable_copy()
+    try:
+        with ThreadPoolExecutor(len(SETUPS)) as pool:
+            runs = pool.map(lambda s: run_attacks(*s, program_root=copy if s[0] else ROOT), SETUPS)
+            return dict(zip(SETUPS, runs, strict=True))
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def failures(report: dict, cases=None) -> list[str]:
