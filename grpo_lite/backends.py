@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from grpo_lite.config import GRPOConfig
+from grpo_lite.offline import resolve_model
 from grpo_lite.precision import DTYPES
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def load_with_unsloth(cfg: GRPOConfig) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=cfg.adapter or cfg.model,
+        model_name=cfg.adapter or resolve_model(cfg.model),
         max_seq_length=cfg.max_prompt_tokens + cfg.max_new_tokens,
         load_in_4bit=cfg.load_in_4bit,
         dtype=None if cfg.compute_dtype == "auto" else DTYPES[cfg.compute_dtype],  # None: Unsloth picks

@@ -12,10 +12,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,18 +20,12 @@ from typing import Any
 import torch
 
 from grpo_lite.config import ComputeDtype, GRPOConfig
+from grpo_lite.offline import build_once, cache_dir
 
 OPERANDS = 20  # problems a+b with a, b in [0, 20): 400 in all
 SPLIT_SEED = 1234  # fixed: the held-out problems must be the ones the cached model never saw
 P_RIGHT = 0.4  # share of correct labels in the warm start; the rest are a+b+1
 MODEL_VERSION = "tiny-arith-v1"
-
-
-def cache_dir() -> Path:
-    """``$GRPO_LITE_CACHE``, else ``$XDG_CACHE_HOME/grpo-lite``, else ``~/.cache/grpo-lite``."""
-    if os.environ.get("GRPO_LITE_CACHE"):
-        return Path(os.environ["GRPO_LITE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "grpo-lite"
 
 
 def arithmetic_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -46,8 +37,8 @@ def arithmetic_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return rows[held:], rows[:held]
 
 
-def build_arith_model(path: Path, *, steps: int = 600, batch: int = 128) -> Path:
-    """Warm-start a tiny Llama on partly wrong labels and save it (model + tokenizer) to ``path``."""
+def build_arith_model(path: Path, *, steps: int = 600, batch: int = 128) -> None:
+    """Warm-start a tiny Llama on partly wrong labels and save it (model + tokenizer) into ``path``."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from grpo_lite.tiny import build_char_tokenizer
@@ -83,21 +74,17 @@ def build_arith_model(path: Path, *, steps: int = 600, batch: int = 128) -> Path
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=path.parent))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, path)  # atomic: a half-built model is never picked up from the cache
-    return path
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
 
 
 def demo_model() -> Path:
-    """The cached warm-started model, built on first use."""
+    """The cached warm-started model, built on first use (``offline.build_once``: safe when two first
+    uses race)."""
     path = cache_dir() / MODEL_VERSION
     if not (path / "config.json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         print(f"building the tiny arithmetic model once (cached in {path}) ...", flush=True)
-        build_arith_model(path)
-    return path
+    return build_once(path, build_arith_model)
 
 
 def demo_config(
@@ -150,7 +137,3 @@ def run_demo(
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def clear_cache() -> None:
-    shutil.rmtree(cache_dir() / MODEL_VERSION, ignore_errors=True)

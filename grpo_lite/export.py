@@ -210,9 +210,10 @@ def merge_adapter(base: str, adapter: Path, dest: Path, *, dtype: torch.dtype) -
     from transformers import AutoModelForCausalLM
 
     from grpo_lite.model import load_tokenizer
+    from grpo_lite.offline import resolve_model
 
     model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
+        AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32), adapter
     )
     model.eval()
     probe = torch.arange(3, 35).remainder(model.config.vocab_size).unsqueeze(0)  # (1, 32) any tokens do

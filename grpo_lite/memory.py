@@ -120,7 +120,9 @@ def load_shape(model: Any) -> ModelShape:
     if isinstance(model, str):
         from transformers import AutoConfig
 
-        model = AutoConfig.from_pretrained(model)
+        from grpo_lite.offline import resolve_model
+
+        model = AutoConfig.from_pretrained(resolve_model(model))
     config = getattr(model, "text_config", None) or model  # multimodal configs nest the LM's
     return ModelShape.from_config(config)
 

@@ -18,6 +18,7 @@ import torch
 
 from grpo_lite.backends import load_with_unsloth, resolve_backend
 from grpo_lite.config import GRPOConfig
+from grpo_lite.offline import resolve_model
 from grpo_lite.precision import prepare_for_training, resolve_compute_dtype
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ def _check_model_exists(name: str) -> None:
 
 
 def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a local folder, a Hub id or a named offline model (``offline.resolve_model``)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
     tokenizer.padding_side = "left"  # generation appends on the right of every prompt
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -79,9 +81,11 @@ def load_base_model(
     name: str, *, load_in_4bit: bool, device: torch.device, dtype: torch.dtype | None = None
 ) -> Any:
     """The base causal LM alone (no LoRA): 4-bit NF4 + double quantization, or full precision; what is
-    not quantized (embeddings, norms, head) in ``dtype``, the compute dtype (default: ``"auto"``'s)."""
+    not quantized (embeddings, norms, head) in ``dtype``, the compute dtype (default: ``"auto"``'s).
+    ``name``: a local folder, a Hub id, or a named offline model (``offline.resolve_model``)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    name = resolve_model(name)
     _check_model_exists(name)
     dtype = dtype or resolve_compute_dtype("auto", device)
     kwargs: dict[str, Any] = {"dtype": dtype}

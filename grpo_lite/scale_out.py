@@ -19,6 +19,7 @@ from typing import Any
 
 from grpo_lite.config import GRPOConfig
 from grpo_lite.export import atomic_folder
+from grpo_lite.offline import resolve_model
 
 TRL_TESTED = ">=1.16,<2"  # the TRL versions this mapping was checked against
 DEEPSPEED_STAGES = {"zero2": 2, "zero3": 3}
@@ -181,7 +182,7 @@ def scale_out(
         imports = reward_imports(rewards, tmp)
         args["reward_weights"] = list(reward_weights) if reward_weights else [1.0] * len(imports)
         args["output_dir"] = "outputs"
-        spec = {"model": cfg.model, "dataset": dataset, "prompt_column": cfg.prompt_column, "load_in_4bit": cfg.load_in_4bit,
+        spec = {"model": resolve_model(cfg.model), "dataset": dataset, "prompt_column": cfg.prompt_column, "load_in_4bit": cfg.load_in_4bit,
                 "lora": {"r": cfg.lora_rank, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
                          "target_modules": cfg.lora_target_modules if isinstance(cfg.lora_target_modules, str) else list(cfg.lora_target_modules)},
                 "rewards": imports, "trl_args": args}  # fmt: skip
