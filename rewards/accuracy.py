@@ -1,4 +1,5 @@
-"""``math_accuracy``: 1.0 when the completion's one final answer equals the gold ``answer`` column."""
+"""``math_accuracy``: 1.0 when the completion's one final answer equals the gold ``answer`` column;
+``last_number_accuracy``: the same, reading a plain answer's last number when nothing marks one."""
 
 from __future__ import annotations
 
@@ -32,3 +33,11 @@ def math_accuracy(
         ok = predicted is not None and answers_equal(str(gold), predicted, timeout=timeout)
         scores.append(1.0 if ok else 0.0)
     return scores
+
+
+def last_number_accuracy(
+    prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[Any], **_: Any
+) -> list[float]:
+    """``math_accuracy`` for short plain answers ("7 + 8 = 15"): without ``<answer>``, ``\\boxed{}`` or
+    ``#### N``, the answer is the completion's last number. One guess only: "14 or 15" answers 15."""
+    return math_accuracy(prompts, completions, answer, last_number_fallback=True)

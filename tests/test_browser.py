@@ -3,7 +3,7 @@ kernel families: ipykernel 7 (this environment's; training runs in a background 
 ipykernel 6 (Colab's family; training runs in the cell and jupyter-ui-poll pumps widget events),
 the latter through a kernel spec that puts ipykernel 6 first on the path of the same Python.
 
-Opens the quickstart in offline mode, runs it, checks the dashboard renders with a non-empty reward
+Opens the quickstart in offline mode (on the tiny model), runs it, checks the dashboard renders with a non-empty reward
 plot, and while training runs: moves the temperature slider, edits a reward function and applies
 it, moves a reward's weight slider, sets the learning rate, adds a new reward — each seen in the
 metrics of the step it took effect. Then stops the run (a checkpoint), branches from an earlier
@@ -83,12 +83,15 @@ def lab(tmp_path, request, demo_cache):
         "GRPO_LITE_OFFLINE": "1",
         "GRPO_LITE_CACHE": str(demo_cache),
         "HF_HUB_OFFLINE": "1",
+        # the tiny model: this test is about the dashboard's wiring in a browser, and a steering scenario
+        # of ~40 steps on two kernels fits CI's time at 0.2 s a step (SmolLM2's quickstart: test_notebooks)
+        "GRPO_LITE_DEMO_MODEL": "tiny",
     }
     if request.param == "ipykernel6":
         env["JUPYTER_PATH"] = str(ipykernel6_spec(tmp_path / "jupyter"))
     nb = json.loads((ROOT / "notebooks" / "01_quickstart.ipynb").read_text())
     for cell in nb["cells"]:
-        cell["source"] = "".join(cell["source"]).replace("steps=30)", "steps=400).replace(save_steps=5)")
+        cell["source"] = "".join(cell["source"]).replace("steps=30)", "steps=400, save_steps=5)")
     (tmp_path / "01_quickstart.ipynb").write_text(json.dumps(nb))
     port = free_port()
     log = (tmp_path / "jupyter.log").open("w")  # the server's and kernel's output, kept on failure

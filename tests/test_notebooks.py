@@ -2,6 +2,7 @@
 
 import base64
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -12,8 +13,9 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.fixture(scope="module")
-def offline_env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
+def offline_env(smollm2_cache):
+    """Offline mode, with the session's SmolLM2 cache (the tiny model is built into it on first use)."""
+    cache = smollm2_cache
     old = {k: os.environ.get(k) for k in ("GRPO_LITE_OFFLINE", "GRPO_LITE_CACHE", "HF_HUB_OFFLINE")}
     os.environ.update(GRPO_LITE_OFFLINE="1", GRPO_LITE_CACHE=str(cache), HF_HUB_OFFLINE="1")
     yield
@@ -46,11 +48,18 @@ def text_of(nb):
 
 
 def test_quickstart(offline_env, tmp_path):
+    """Offline, the quickstart trains SmolLM2-135M-Instruct 30 steps with the dashboard, and the trained
+    adapter is right more often than the base on the held-out problems (greedy, so deterministic
+    given the weights: 5 problems or more of 48 beyond the base)."""
     nb = run_notebook("01_quickstart.ipynb", tmp_path)
     pngs = outputs(nb, "image/png")
     assert pngs, "the dashboard's reward plot was not rendered"
     assert len(base64.b64decode(pngs[-1]["data"]["image/png"])) > 10_000  # a real figure, not a blank
-    assert "offline mode" in text_of(nb) and "held-out greedy accuracy" in text_of(nb)
+    assert "offline mode (smollm2-135m-instruct, CPU)" in text_of(nb)
+    found = re.search(
+        r"held-out greedy accuracy: base ([\d.]+)% -> trained ([\d.]+)% \(48 problems\)", text_of(nb)
+    )
+    assert found and float(found[2]) - float(found[1]) >= 10, text_of(nb)[-2000:]
     assert "estimated peak" in text_of(nb) and "fits on a 15 GB GPU" in text_of(nb)  # the memory plan
     assert (tmp_path / "runs" / "quickstart" / "adapter" / "adapter_model.safetensors").exists()
 

