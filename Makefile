@@ -20,6 +20,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy grpo_lite rewards
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q

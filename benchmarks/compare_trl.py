@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if steps <= WARMUP + 1:
         p.error(f"--steps must be > {WARMUP + 1} (the first {WARMUP} step(s) are warm-up)")
 
+    from grpo_lite.demo import demo_model
     from grpo_lite.offline import cache_dir, resolve_model
 
     if a.model == SMOLLM2:
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     learning: dict[str, list[dict[str, Any]]] = {"grpo-lite": [], "trl": []}
     seeds = a.learning_seeds or (1 if a.quick else 3)
     if a.learning_steps > 0:
-        resolve_model("tiny" if a.model == "bench" else a.model)  # built once, outside both timings
+        demo_model() if a.model == "bench" else resolve_model(a.model)  # built once, outside both timings
         for seed in range(seeds):
             for impl in ("grpo-lite", "trl"):
                 args = ["--task", "learning", "--model", a.model, "--learning-steps", str(a.learning_steps),

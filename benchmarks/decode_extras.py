@@ -88,7 +88,7 @@ def extra_roads(
     """The roads of this benchmark on ``merged`` (the merged rollout copy): {name: timing}."""
     import torch
 
-    from grpo_lite.decode import decode
+    from grpo_lite.rollout.decode import decode
 
     def lean(**kw: Any) -> Any:
         return decode(merged, ids, mask, group_size=group_size, max_new_tokens=tokens, temperature=1.0, top_k=0,
@@ -154,8 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from grpo_lite import GRPOConfig
     from grpo_lite.model import load_policy
-    from grpo_lite.rollout import _eos_ids, encode_prompts, render_prompt
-    from grpo_lite.rollout_weights import make_rollout_weights
+    from grpo_lite.rollout import encode_prompts, render_prompt
+    from grpo_lite.rollout.generate import _eos_ids
+    from grpo_lite.rollout.weights import make_rollout_weights
 
     model = a.model or str(build_bench_model(Path(tempfile.gettempdir()) / "grpo-lite-bench-model"))
     cfg = GRPOConfig(model=model, output_dir=tempfile.gettempdir(), **(SETTINGS | {"device": a.device}))

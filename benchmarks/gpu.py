@@ -190,10 +190,11 @@ def rollout_worker(
     from decode_extras import extra_roads
 
     from grpo_lite import GRPOConfig
-    from grpo_lite.decode import decode
     from grpo_lite.model import load_policy
-    from grpo_lite.rollout import Sampling, _eos_ids, _transformers_generate, encode_prompts, render_prompt
-    from grpo_lite.rollout_weights import make_rollout_weights
+    from grpo_lite.rollout import Sampling, encode_prompts, render_prompt
+    from grpo_lite.rollout.decode import decode
+    from grpo_lite.rollout.generate import _eos_ids, _transformers_generate
+    from grpo_lite.rollout.weights import make_rollout_weights
 
     cfg = GRPOConfig(model=model, output_dir=str(out.parent), device=device, **SETTINGS)
     policy, tok = load_policy(cfg)

@@ -139,6 +139,11 @@ def check_alarms(history: History) -> list[Alarm]:
     return [alarm for rule in RULES if (alarm := rule(history)) is not None]
 
 
+def alarms_of(metrics: dict[str, Any]) -> list[Alarm]:
+    """The alarms a step's metrics carry (the trainer checks once per step, into ``metrics["alarms"]``)."""
+    return [Alarm(**a) for a in metrics.get("alarms") or []]
+
+
 @dataclass(frozen=True)
 class Remedy:
     """The obvious fix for an alarm, as a steering request (so it is checked and recorded like any other)."""

@@ -67,11 +67,3 @@ class ProgressBar(Callback):
     def on_train_end(self, trainer: GRPOTrainer) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The metrics log of a run as a list of dicts."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

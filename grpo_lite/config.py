@@ -10,15 +10,17 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-LossType = Literal["grpo", "dapo", "dr_grpo"]
+from grpo_lite.advantages import Baseline
+from grpo_lite.advantages import Scale as AdvantageScale
+from grpo_lite.loss import ImportanceLevel, LossType
+from grpo_lite.trackers import TRACKERS
+
 Backend = Literal["auto", "transformers", "unsloth"]
-AdvantageScale = Literal["group", "batch", "none"]
-Baseline = Literal["mean", "leave_one_out"]
-ImportanceLevel = Literal["token", "sequence"]
 Scheduler = Literal["constant", "linear", "cosine"]
 ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
 RolloutWeights = Literal["auto", "merged", "adapter"]
@@ -204,7 +206,7 @@ class GRPOConfig:
         _check_literals(self)
         _check(self, "model", bool(self.model), "a non-empty model id or path")
         _check(self, "group_size", self.group_size >= 2, ">= 2 (a group needs a baseline)")
-        for name in ("prompts_per_step", "micro_batch_size", "max_prompt_tokens", "max_new_tokens"):
+        for name in ("prompts_per_step", "micro_batch_size", "max_prompt_tokens"):
             _check(self, name, getattr(self, name) > 0, "> 0")
         _check(self, "max_steps", self.max_steps > 0, "> 0")
         total = self.prompts_per_step * self.group_size
@@ -214,9 +216,8 @@ class GRPOConfig:
             total % self.micro_batch_size == 0,
             f"a divisor of prompts_per_step x group_size = {total}",
         )
-        _check(self, "temperature", self.temperature > 0, "> 0")
-        _check(self, "top_p", 0 < self.top_p <= 1, "in (0, 1]")
-        _check(self, "top_k", self.top_k >= 0, ">= 0 (0 = off)")
+        for name, (ok, allowed) in SAMPLING_RULES.items():
+            _check(self, name, ok(getattr(self, name)), allowed)
         _check(self, "learning_rate", self.learning_rate > 0, "> 0")
         _check(self, "weight_decay", self.weight_decay >= 0, ">= 0")
         _check(self, "max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = no clipping)")
@@ -239,9 +240,8 @@ class GRPOConfig:
         _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
         if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it
             object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())
-        trackers = ("trackio", "tensorboard", "wandb")
-        _check(self, "report_to", all(t in trackers for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
-               f"a tuple of distinct names from {list(trackers)}")  # fmt: skip
+        _check(self, "report_to", all(t in TRACKERS for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
+               f"a tuple of distinct names from {list(TRACKERS)}")  # fmt: skip
         _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
         _check(self, "compile_rollouts", isinstance(self.compile_rollouts, bool), "True or False")
 
@@ -304,6 +304,15 @@ def field_docs() -> dict[str, str]:
         if is_field and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
             docs[node.target.id] = " ".join(str(after.value.value).split())  # type: ignore[union-attr]
     return docs
+
+
+# The sampling settings' rules, for the config and for every change steering makes mid-run.
+SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "temperature": (lambda v: v > 0, "> 0"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "top_k": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "max_new_tokens": (lambda v: v > 0, "> 0"),
+}
 
 
 def _check(cfg: GRPOConfig, name: str, ok: bool, allowed: str) -> None:

@@ -153,15 +153,14 @@ def demo_run(
         raise ValueError(f"--model must be one of {', '.join(DEMO_MODELS)}; got {model!r}")
     if steps is not None and steps <= 0:
         raise ValueError(f"--steps must be > 0; got {steps}")
-    path = resolve_model(model)
     rewards: list[Callable[..., Any]]
     if model == "tiny":
         train, held = arithmetic_split()
-        cfg = demo_config(Path(path), Path(output_dir), seed=seed, steps=steps or 80)
+        cfg = demo_config(demo_model(), Path(output_dir), seed=seed, steps=steps or 80)
         rewards, weights = [exact_answer, answer_tag_format], [1.0, 0.1]
     else:
         train, held = one_digit_split()
-        cfg = smollm2_config(path, Path(output_dir), seed=seed, steps=steps or 40)
+        cfg = smollm2_config(resolve_model(model), Path(output_dir), seed=seed, steps=steps or 40)
         rewards, weights = [last_number_accuracy], [1.0]
     return DemoRun(train, held, cfg.replace(**settings), rewards, weights, eval_reward=rewards[0])
 

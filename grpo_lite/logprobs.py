@@ -188,7 +188,7 @@ def head_spec(model: nn.Module, temperature: float) -> HeadSpec:
     )
 
 
-def _base_lm(model: nn.Module) -> nn.Module:
+def base_lm(model: nn.Module) -> nn.Module:
     """The transformers CausalLM under a peft wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
@@ -213,7 +213,7 @@ def completion_logprobs(
     Returns:
         (N, T) log-probs, 0 where ``completion_mask`` is 0; and (N, T) entropies or None.
     """
-    lm: Any = _base_lm(model)
+    lm: Any = base_lm(model)
     T = completion_mask.shape[1]
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P+T) left padding aware
     hidden = lm.get_decoder()(

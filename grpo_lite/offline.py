@@ -7,7 +7,9 @@
   from it and saved: the loaded GGUF model itself refuses ``save_pretrained``. These are the Q4_1
   weights (Q8_0 embeddings) dequantized to float32, **not** the original bf16 weights; with a Hub at
   hand, ``HuggingFaceTB/SmolLM2-135M-Instruct`` loads as any model does.
-- ``"tiny"``: the demo's tiny arithmetic model of earlier rounds (``demo.build_arith_model``).
+
+The demo's tiny arithmetic model (``demo.demo_model``, ``--model tiny`` of the demo) is built with
+``build_once`` too.
 
 Every first use builds in a temporary folder beside the target and renames it into place, so two
 first uses at once (two notebooks, a test beside a demo) both end with the one complete folder: the
@@ -76,13 +78,7 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
 
 def resolve_model(name: str) -> str:
     """A local folder for a named offline model (built on first use); any other name unchanged."""
-    if name == SMOLLM2:
-        return str(smollm2_model())
-    if name == "tiny":
-        from grpo_lite.demo import demo_model
-
-        return str(demo_model())
-    return name
+    return str(smollm2_model()) if name == SMOLLM2 else name
 
 
 def smollm2_model() -> Path:

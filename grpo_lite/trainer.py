@@ -11,27 +11,27 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from grpo_lite import branching, trainer_state
 from grpo_lite.advantages import group_advantages
+from grpo_lite.alarms import check_alarms
 from grpo_lite.backends import resolve_backend
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
-from grpo_lite.checkpoint import rng_state, set_rng_state
 from grpo_lite.config import GRPOConfig
 from grpo_lite.data import PromptData, reward_columns
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
-from grpo_lite.loss import grpo_loss, microbatch_weight
+from grpo_lite.loss import grpo_loss, masked_mean, microbatch_weight
 from grpo_lite.metrics import step_metrics
 from grpo_lite.model import load_policy, trainable_parameters
 from grpo_lite.optim import clipped_step, make_optimizer
 from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
-from grpo_lite.rollout_weights import compiled_in_force, rollout_sampler
-from grpo_lite.rundir import open_run_dir, resolve_resume
+from grpo_lite.rollout.weights import compiled_in_force, rollout_sampler
+from grpo_lite.run import RunDir, TrainerState, read_state, rng_state, set_rng_state
 from grpo_lite.steering import Steering, weights_in_force
 from grpo_lite.trackers import make_trackers
 from rewards import Combined, NamedReward, combine
@@ -84,7 +84,6 @@ class GRPOTrainer:
         self._optimizer_steps_taken = 0
         self.history: list[dict[str, Any]] = []
         self.last_rollout: dict[str, Any] | None = None
-        self._scored_inputs: dict[str, Any] = {}
         torch.manual_seed(cfg.seed)  # LoRA init
         self.backend = resolve_backend(cfg.backend) if model is None else "preloaded"
         if model is None:
@@ -100,14 +99,18 @@ class GRPOTrainer:
         self.rollout_weights, self.sampler_model = rollout_sampler(
             cfg, model, self.device, self.compute_dtype, backend=self.backend
         )
-        resume = resolve_resume(self.run_dir, resume_from)
+        self.folder = RunDir(self.run_dir)  # the run's layout on disk: checkpoints, metrics, lineage
+        self.state = TrainerState(
+            model, tokenizer, self.optimizer, self.scheduler, self.scaler, self.sampling
+        )
+        resume = self.folder.resume_point(resume_from)
         # a new run, a branch (a checkpoint of another run: lineage recorded), or this run resumed
-        self.lineage = open_run_dir(self.run_dir, cfg, resume, overwrite=overwrite)
+        self.lineage = self.folder.open(cfg, resume, overwrite=overwrite)
         self.callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl"), *callbacks, *trackers]
         if progress:
             self.callbacks.append(ProgressBar())
         if resume is not None:
-            trainer_state.resume(self, resume)
+            self._resume(resume)
 
     # ---- the loop --------------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
@@ -155,7 +158,7 @@ class GRPOTrainer:
         rows = self.data.batch(self.step, cfg.prompts_per_step)
         prompts = [row[cfg.prompt_column] for row in rows]
         # 1. roll out: G completions per prompt with the sampling settings in force, sampled by the
-        #    policy or by its merged copy, brought up to the latest update first (rollout_weights.py)
+        #    policy or by its merged copy, brought up to the latest update first (rollout/weights.py)
         rollout = generate(
             self.sampler_model.current(),
             self.tokenizer,
@@ -169,22 +172,28 @@ class GRPOTrainer:
         )
         t_gen = time.perf_counter()
         # 2. score: every reward function once, errors isolated
-        scores = self._score(prompts, rows, rollout)
+        scores, scored = self._score(prompts, rows, rollout)
         rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), NaN = no reward at all
         t_score = time.perf_counter()
         # 3. advantages, relative to each prompt's group
         adv = group_advantages(
             rewards, cfg.group_size, scale=cfg.advantage_scale, baseline=cfg.advantage_baseline
         )
+        lengths = rollout.lengths.cpu()  # (N,) known on the CPU: micro-batches never wait for the device
+        adv = adv.to(self.device)  # (N,)
         # 4. reference (adapters off) and old log-probs, both without grad
-        ref_logps = self._logps_no_grad(rollout, reference=True) if cfg.beta > 0 else None
-        old_logps = self._logps_no_grad(rollout, reference=False) if cfg.num_iterations > 1 else None
+        ref_logps = self._logps_no_grad(rollout, lengths, reference=True) if cfg.beta > 0 else None
+        old_logps = self._logps_no_grad(rollout, lengths, reference=False) if cfg.num_iterations > 1 else None
         t_ref = time.perf_counter()
         # 5. update: mu optimizer steps on this batch
         update: dict[str, float] = {}
         for iteration in range(cfg.num_iterations):
-            update = self._update(rollout, adv, old_logps, ref_logps, with_entropy=iteration == 0) | (
+            entropy = (
                 {"entropy": update["entropy"]} if iteration else {}
+            )  # the first pass's: before any update
+            update = (
+                self._update(rollout, lengths, adv, old_logps, ref_logps, with_entropy=not iteration)
+                | entropy
             )
         self.step += 1
         self._optimizer_steps_taken = 0
@@ -195,15 +204,20 @@ class GRPOTrainer:
             "reference": t_ref - t_score,
             "train": t_end - t_ref,
         }
-        self._keep_rollout(scores, rewards, adv)
-        return self.run_facts() | weights_in_force(self.rewards) | step_metrics(
+        self._keep_rollout(scored, scores, rewards, adv)
+        metrics = self.run_facts() | weights_in_force(self.rewards) | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
             device=self.device, changes=changes or {},
         )  # fmt: skip
+        # the alarms this step sets off, checked once here for every listener (dashboard, trackers)
+        return metrics | {"alarms": [asdict(a) for a in check_alarms([*self.history, metrics])]}
 
     # ---- pieces of a step ------------------------------------------------------------------------
-    def _score(self, prompts: list[Any], rows: list[dict[str, Any]], rollout: Rollout) -> Any:
+    def _score(
+        self, prompts: list[Any], rows: list[dict[str, Any]], rollout: Rollout
+    ) -> tuple[Any, dict[str, Any]]:
+        """Every reward function once (errors isolated); returns the scores and what they were given."""
         G = self.cfg.group_size
         chat = is_chat(prompts[0])
         completions: list[Any] = (
@@ -212,30 +226,24 @@ class GRPOTrainer:
             else rollout.completions
         )
         columns = reward_columns(rows, prompt_column=self.cfg.prompt_column, group_size=G)
-        # Kept for the notebook (the reward editor re-scores exactly what the rewards saw); published
-        # as last_rollout only once scored, since the notebook may read it from another thread.
-        self._scored_inputs = {
-            "prompts": [p for p in prompts for _ in range(G)],
-            "completions": completions,
-            "columns": columns,
-            "group_size": G,
-        }
-        scores = self.rewards.score(self._scored_inputs["prompts"], completions, time_limit=self.cfg.reward_timeout,
+        repeated = [p for p in prompts for _ in range(G)]  # (N,) each prompt once per completion
+        scored = {"prompts": repeated, "completions": completions, "columns": columns, "group_size": G}
+        scores = self.rewards.score(repeated, completions, time_limit=self.cfg.reward_timeout,
                                     stop=lambda: self.steering.stop_requested, **columns)  # fmt: skip
         self.steering.watch_timeouts(scores.timed_out)  # 3 steps in a row: weight 0 from the next step
-        return scores
+        return scores, scored
 
-    def _logps_no_grad(self, rollout: Rollout, *, reference: bool) -> torch.Tensor:
+    def _logps_no_grad(self, rollout: Rollout, lengths: torch.Tensor, *, reference: bool) -> torch.Tensor:
         """(N, T) log-probs without grad: of the base (adapters off) or of the current policy."""
-        out = torch.zeros(rollout.completion_mask.shape, dtype=torch.float32)
+        out = torch.zeros(rollout.completion_mask.shape, dtype=torch.float32, device=self.device)
         was_training = self.model.training
         self.model.eval()
         try:
             for idx in self._micro_batches(torch.arange(rollout.completion_ids.shape[0])):
-                ids, attn, mask, T = self._inputs(rollout, idx)
+                ids, attn, mask, T = self._inputs(rollout, lengths, idx)
                 with adapters_disabled(self.model) if reference else torch.no_grad():
                     logps, _ = self._completion_logprobs(ids, attn, mask)
-                out[idx, :T] = logps.float().cpu()
+                out[idx, :T] = logps.float()
         finally:
             self.model.train(was_training)
         return out
@@ -243,50 +251,53 @@ class GRPOTrainer:
     def _update(
         self,
         rollout: Rollout,
+        lengths: torch.Tensor,
         adv: torch.Tensor,
         old_logps: torch.Tensor | None,
         ref_logps: torch.Tensor | None,
         *,
         with_entropy: bool,
     ) -> dict[str, float]:
-        """Accumulate gradients over micro-batches and take one optimizer step (or skip a bad one)."""
+        """Accumulate gradients over micro-batches and take one optimizer step (or skip a bad one).
+        ``lengths``: (N,) completion lengths on the CPU, so that no micro-batch waits on the device;
+        the metrics stay tensors until one sync at the end."""
         cfg = self.cfg
-        mask_all = rollout.completion_mask
-        N = mask_all.shape[0]
+        N = lengths.shape[0]
         # With beta = 0 a zero-advantage completion contributes exactly zero gradient: skip its passes.
-        keep = torch.arange(N) if cfg.beta > 0 else torch.nonzero(adv != 0).flatten()
+        keep = torch.arange(N) if cfg.beta > 0 else torch.nonzero(adv.cpu() != 0).flatten()
         self.model.train()
-        sums: dict[str, float] = {}
-        total_tokens = int(mask_all.sum())
-        loss_total, entropy_sum, entropy_tokens = 0.0, 0.0, 0.0
+        total_tokens = int(lengths.sum())
+        sums: dict[str, torch.Tensor] = {}  # token-weighted sums of the micro-batches' metrics
+        loss_sum = torch.zeros((), device=self.device)
         for idx in self._micro_batches(keep):
-            ids, attn, mask, T = self._inputs(rollout, idx)
+            ids, attn, mask, T = self._inputs(rollout, lengths, idx)
             logps, entropy = self._completion_logprobs(
                 ids, attn, mask, with_entropy=with_entropy
             )  # (n, T) each
-            old = old_logps[idx, :T].to(self.device) if old_logps is not None else logps.detach()
-            ref = ref_logps[idx, :T].to(self.device) if ref_logps is not None else None
+            old = old_logps[idx, :T] if old_logps is not None else logps.detach()
+            ref = ref_logps[idx, :T] if ref_logps is not None else None
             loss, m = grpo_loss(
-                logps, old, ref, adv[idx].to(self.device), mask,
+                logps, old, ref, adv[idx], mask,
                 eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta, loss_type=cfg.loss_type,
                 max_tokens=cfg.max_new_tokens, importance_sampling=cfg.importance_sampling,
             )  # fmt: skip
-            weight = microbatch_weight(cfg.loss_type, mask, total_seqs=N, total_tokens=total_tokens)
+            weight = microbatch_weight(cfg.loss_type, lengths[idx], total_seqs=N, total_tokens=total_tokens)
             self.scaler.scale(loss * weight).backward()
-            loss_total += loss.item() * weight
-            tokens = float(mask.sum())
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v * tokens
+            loss_sum = loss_sum + loss.detach().float() * weight
             if entropy is not None:
-                entropy_sum += float((entropy * mask).sum())
-                entropy_tokens += tokens
+                m["entropy"] = masked_mean(entropy.detach(), mask)
+            tokens = float(lengths[idx].sum())
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0) + v.float() * tokens
         if not len(keep):  # every gradient is exactly 0: step with zeros, as the full computation would
             for p in trainable_parameters(self.model):
                 p.grad = torch.zeros_like(p)
-        kept_tokens = max(sum(float(mask_all[i].sum()) for i in keep.tolist()), 1.0)
-        metrics = {k: v / kept_tokens for k, v in sums.items()}
+        names = list(sums)
+        loss_total, *values = torch.stack([loss_sum, *(sums[k] for k in names)]).tolist()  # the one sync
+        kept_tokens = max(float(lengths[keep].sum()), 1.0)
+        metrics = {k: v / kept_tokens for k, v in zip(names, values, strict=True)}
         metrics |= {"loss": loss_total, "skipped_compute_frac": 1 - len(keep) / N}
-        metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else math.nan
+        metrics.setdefault("entropy", math.nan)
         return metrics | self._optimizer_step(loss_total)
 
     def _optimizer_step(self, loss: float) -> dict[str, float]:
@@ -311,14 +322,14 @@ class GRPOTrainer:
         return list(torch.split(indices, self.cfg.micro_batch_size)) if len(indices) else []
 
     def _inputs(
-        self, rollout: Rollout, idx: torch.Tensor
+        self, rollout: Rollout, lengths: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Prompt+completion for the rows ``idx``, cut to the longest completion among them."""
-        mask = rollout.completion_mask[idx]  # (n, T_all)
-        T = max(int(mask.sum(dim=1).max()), 1)
+        T = max(int(lengths[idx].max()), 1)
+        mask = rollout.completion_mask[idx, :T]  # (n, T)
         ids = torch.cat([rollout.prompt_ids[idx], rollout.completion_ids[idx, :T]], dim=1)  # (n, P+T)
-        attn = torch.cat([rollout.prompt_mask[idx], mask[:, :T]], dim=1)  # (n, P+T)
-        return ids.to(self.device), attn.to(self.device), mask[:, :T].to(self.device), T
+        attn = torch.cat([rollout.prompt_mask[idx], mask], dim=1)  # (n, P+T)
+        return ids, attn, mask, T
 
     # ---- the step boundary -----------------------------------------------------------------------
     def _step_boundary(self) -> dict[str, Any]:
@@ -337,9 +348,13 @@ class GRPOTrainer:
         for cb in self.callbacks:
             cb.on_step_end(self, metrics)
 
-    def _keep_rollout(self, scores: Any, rewards: torch.Tensor, adv: torch.Tensor) -> None:
-        """The latest step's completions with their scores (the notebook's completions panel)."""
-        self.last_rollout = self._scored_inputs | {
+    def _keep_rollout(
+        self, scored: dict[str, Any], scores: Any, rewards: torch.Tensor, adv: torch.Tensor
+    ) -> None:
+        """The latest step's completions with their scores, as the rewards saw them (the notebook's
+        completions panel; its reward editor re-scores them). Published whole once scored, since the
+        notebook may read it from another thread."""
+        self.last_rollout = scored | {
             "step": self.step,
             "per_function": scores.per_function,
             "reward": rewards.tolist(),
@@ -358,8 +373,17 @@ class GRPOTrainer:
 
     def save_checkpoint(self, interrupted: bool = False) -> Path:
         """Write ``RUN/checkpoints/step-N`` (atomic) for the current step, then keep the newest
-        ``cfg.keep_checkpoints`` (one written on interrupt is always kept); ``trainer_state.py``."""
-        return trainer_state.save(self, interrupted)
+        ``cfg.keep_checkpoints`` (one written on interrupt is always kept); ``run/state.py``."""
+        return self.state.save(
+            self.folder, self.step, rewards=self.rewards, config=self.cfg.to_dict(), facts=self.run_facts(),
+            keep=self.cfg.keep_checkpoints, interrupted=interrupted,
+        )  # fmt: skip
+
+    def _resume(self, checkpoint: Path) -> None:
+        """Bring this run to ``checkpoint`` (``run/state.py``); the metrics log is cut at its step."""
+        branch = self.folder.is_branch_start(checkpoint)
+        self.step, self.rewards = self.state.restore(checkpoint, rewards=self.rewards, branch=branch)
+        self.history = self.folder.truncate_metrics(self.step)
 
     def branch(self, step: int | str | Path = "latest", output_dir: str | Path | None = None) -> GRPOTrainer:
         """Rewind to the checkpoint of ``step`` (a number, ``"latest"`` or a checkpoint folder) and
@@ -368,7 +392,16 @@ class GRPOTrainer:
         then; metrics continue at N+1; ``lineage.json`` and the adapter's card name the parent. This
         run's files are left as they are; its model object is shared with the branch (which loads the
         checkpoint's adapter into it), so continue this run by resuming it, not through this object."""
-        return branching.branch(self, step, output_dir)
+        checkpoint = self.folder.find_checkpoint(step)
+        at = int(read_state(checkpoint)["step"])
+        target = Path(output_dir) if output_dir is not None else self.folder.new_branch_dir(at)
+        # its own run in the trackers: the parent's name and the branch's folder (e.g. "sums-step-40-1")
+        run_name = f"{self.cfg.run_name or self.run_dir.resolve().name}-{target.name}"
+        return GRPOTrainer(
+            self.cfg.replace(output_dir=str(target), run_name=run_name), self.data.rows, self.rewards,
+            model=self.model, tokenizer=self.tokenizer, resume_from=checkpoint,
+            progress=any(isinstance(cb, ProgressBar) for cb in self.callbacks),
+        )  # fmt: skip
 
     def save_adapter(self, directory: str | Path) -> Path:
         """The adapter in peft layout (adapter_config.json, adapter_model.safetensors), the tokenizer,

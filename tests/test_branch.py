@@ -9,8 +9,9 @@ from test_cli import gsm8k_file, tiny_args  # noqa: F401 - gsm8k_file is a fixtu
 from test_engine import make_cfg
 
 from grpo_lite.callbacks import Callback
-from grpo_lite.checkpoint import REQUIRED, prune_checkpoints, save_checkpoint
 from grpo_lite.cli import main
+from grpo_lite.run import RunDir
+from grpo_lite.run.rundir import REQUIRED
 from grpo_lite.trainer import GRPOTrainer
 
 KEYS = ("reward", "loss", "grad_norm", "completion_len_mean")
@@ -129,7 +130,7 @@ def test_prune_keeps_the_newest_k_and_every_interrupt_checkpoint(tmp_path):
         fake_checkpoint(tmp_path, step)
     fake_checkpoint(tmp_path, 2, interrupted=True)  # written on Ctrl-C: kept whatever its age
     fake_checkpoint(tmp_path, 6, complete=False)  # a save that died half way: left to look at
-    deleted = prune_checkpoints(tmp_path, keep=2)
+    deleted = RunDir(tmp_path).prune(keep=2)
     assert sorted(p.name for p in deleted) == ["step-1", "step-3"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step-2",
@@ -148,7 +149,9 @@ def test_nothing_is_pruned_when_the_new_checkpoint_fails(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(tmp_path, 4, model=Broken(), tokenizer=Broken(), trainer_state={}, state={}, keep=1)
+        RunDir(tmp_path).write_checkpoint(
+            4, model=Broken(), tokenizer=Broken(), trainer_state={}, state={}, keep=1
+        )
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-1", "step-2", "step-3"]
 
 
@@ -170,7 +173,7 @@ def test_training_keeps_exactly_the_newest_k(tiny_model_path, sum_rows, tmp_path
 
 def test_a_built_in_reward_comes_back_as_itself_not_as_bare_source():
     # exact_answer's source alone cannot run (it calls helpers of rewards.exact): a branch imports it.
-    from grpo_lite.branching import reward_origin, rewards_at
+    from grpo_lite.run.rewards import reward_origin, rewards_at
     from rewards import combine, exact_answer, source_of
 
     state = {"rewards": [{"name": "exact_answer", "weight": 0.5}],

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from grpo_lite.decode import decode, drops_by_default, filter_logits, sample_tokens
 from grpo_lite.model import load_base_model, load_tokenizer
 from grpo_lite.rollout import completion_mask_and_truncation
+from grpo_lite.rollout.decode import decode, drops_by_default, filter_logits, sample_tokens
 
 LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.2, -0.5, -1.0])  # a 6-token vocabulary
 DRAWS = 40_000
@@ -187,7 +187,7 @@ def test_static_cache_and_compiled_step_sample_what_the_dynamic_cache_samples(ti
     longer cache. Rows that end stay in the static batch, padded, as in the dynamic one."""
     from transformers import AutoModelForCausalLM
 
-    from grpo_lite.decode_cache import can_compile
+    from grpo_lite.rollout.cache import can_compile
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_qwen_path), dtype=torch.float32).eval()
     tok = load_tokenizer(str(tiny_qwen_path))
@@ -239,7 +239,7 @@ def test_a_decode_step_that_fails_to_compile_warns_and_decodes_without_it(tiny_q
     ids, mask = _prompts(tok, ["1+2=", "x"])
     kw = dict(group_size=2, max_new_tokens=6, temperature=1e-6, top_k=0, top_p=1.0, eos_ids=[tok.eos_token_id],
               pad_id=tok.pad_token_id)  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="grpo_lite.decode"):
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout.decode"):
         out = decode(model, ids, mask, compiled=True, **kw)
     assert torch.equal(out, decode(model, ids, mask, **kw))
     assert (

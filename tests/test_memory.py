@@ -183,7 +183,7 @@ def _frozen_bytes(model):
 
 
 def test_bfloat16_weights_kv_cache_and_merged_copy_match_the_loaded_model(measured_model):
-    from grpo_lite.rollout_weights import MergedRollout
+    from grpo_lite.rollout.weights import MergedRollout
 
     model, shape = _policy(measured_model, compute_dtype="bfloat16")
     kw = dict(group_size=3, max_new_tokens=30, prompt_len=10, lora_rank=8, load_in_4bit=True, micro_batch=1,

@@ -7,9 +7,9 @@ import torch
 from conftest import digit_share
 from torch import nn
 
-import grpo_lite.rollout_weights as rw
+import grpo_lite.rollout.weights as rw
 from grpo_lite import GRPOConfig
-from grpo_lite.rollout_weights import AdapterRollout, MergedRollout, make_rollout_weights
+from grpo_lite.rollout.weights import AdapterRollout, MergedRollout, make_rollout_weights
 from grpo_lite.trainer import GRPOTrainer
 
 
@@ -73,7 +73,7 @@ def test_bfloat16_copy_is_as_close_to_the_policy_as_16_bit_allows(tiny_qwen_path
 def test_auto_picks_merged_when_the_planner_says_it_fits(tiny_model_path, sum_rows, tmp_path, monkeypatch):
     tr = GRPOTrainer(make_cfg(tiny_model_path, tmp_path / "a"), sum_rows, [digit_share], progress=False)
     assert tr.rollout_weights == "merged" and isinstance(tr.sampler_model, MergedRollout)
-    monkeypatch.setattr(rw, "memory_budget_gb", lambda device: 0.4)  # under the planner's CUDA context alone
+    monkeypatch.setattr(rw, "device_memory_gb", lambda device: 0.4)  # under the planner's CUDA context alone
     tr = GRPOTrainer(make_cfg(tiny_model_path, tmp_path / "b"), sum_rows, [digit_share], progress=False)
     assert tr.rollout_weights == "adapter" and isinstance(tr.sampler_model, AdapterRollout)
     assert tr.train_step()["rollout_weights"] == "adapter"
@@ -82,9 +82,9 @@ def test_auto_picks_merged_when_the_planner_says_it_fits(tiny_model_path, sum_ro
 def test_merged_that_cannot_fit_warns_with_numbers_and_samples_from_the_adapter(
     tiny_model_path, sum_rows, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(rw, "memory_budget_gb", lambda device: 0.4)
+    monkeypatch.setattr(rw, "device_memory_gb", lambda device: 0.4)
     cfg = make_cfg(tiny_model_path, tmp_path / "r", rollout_weights="merged")
-    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout.weights"):
         tr = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False)
     assert tr.rollout_weights == "adapter"
     assert "rollout_weights='merged'" in caplog.text and "0.4 GB available" in caplog.text
@@ -103,7 +103,7 @@ def test_a_layer_of_unknown_quantization_falls_back_naming_its_type(
 
     lm = tr.model.get_base_model()
     lm.model.layers[0].mlp.down_proj.base_layer = StrangeQuantLinear()
-    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout.weights"):
         out = make_rollout_weights(tr.model, choice="merged", dtype=torch.float32)
     assert isinstance(out, AdapterRollout)
     assert "StrangeQuantLinear" in caplog.text and "rollout_weights='adapter'" in caplog.text
@@ -128,7 +128,7 @@ def test_compiled_rollouts_decode_with_the_fresh_merged_weights(tiny_qwen_path, 
     the merged copy; after updates, that compiled step (compiled at the first rollout) decodes with
     the new weights: greedy, it picks what the peft policy picks. With the adapter model it warns
     and decodes eagerly."""
-    from grpo_lite.decode import decode
+    from grpo_lite.rollout.decode import decode
 
     tr = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "r", rollout_weights="merged", compile_rollouts=True),
                      sum_rows, [digit_share], progress=False)  # fmt: skip
@@ -142,7 +142,7 @@ def test_compiled_rollouts_decode_with_the_fresh_merged_weights(tiny_qwen_path, 
     compiled = decode(tr.sampler_model.current(), ids, torch.ones_like(ids), compiled=True, **kw)
     tr.model.eval()
     assert torch.equal(compiled, decode(tr.model, ids, torch.ones_like(ids), **kw))
-    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout_weights"):
+    with caplog.at_level(logging.WARNING, logger="grpo_lite.rollout.weights"):
         tr2 = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "a", rollout_weights="adapter", compile_rollouts=True),
                           sum_rows, [digit_share], progress=False)  # fmt: skip
     assert isinstance(tr2.sampler_model, AdapterRollout) and tr2.run_facts()["compiled_rollouts"] is False

@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as W
 
 from grpo_lite.alarms import Alarm, remedy_for
-from grpo_lite.branching import complete_steps
+from grpo_lite.run import RunDir
 
 
 def error_html(err: Exception | str) -> str:
@@ -115,7 +115,7 @@ class CheckpointList:
         self.steps: list[int] = []
 
     def refresh(self) -> None:
-        steps = complete_steps(self.dashboard.trainer.run_dir)
+        steps = RunDir(self.dashboard.trainer.run_dir).complete_steps()
         if steps == self.steps:
             return
         self.steps = steps

@@ -19,7 +19,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from grpo_lite.alarms import Alarm, check_alarms
+from grpo_lite.alarms import Alarm, alarms_of
 from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import panels
 from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls, error_html
@@ -308,7 +308,7 @@ class Dashboard(Callback):
         self.history.append(metrics)
         if self.eval_rows and self.eval_reward and metrics["step"] % self.eval_every == 0:
             self.evaluate()
-        latest = check_alarms(self.history)
+        latest = alarms_of(metrics)  # checked by the trainer, once per step
         self.alarms += latest
         self.alarm_panel.value = panels.alarms_html(self.alarms)
         self.remedies.update(latest)

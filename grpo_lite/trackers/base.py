@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grpo_lite.alarms import alarms_of
 from grpo_lite.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -101,9 +102,7 @@ class Tracker(Callback):
             self.log_event(step, "changes", json.dumps(metrics["changes"], default=str))
         for name, tb in (metrics.get("reward_error_tracebacks") or {}).items():
             self.log_event(step, "reward_error", f"{name}: {tb.strip().splitlines()[-1]}")
-        from grpo_lite.alarms import check_alarms
-
-        for alarm in check_alarms(trainer.history):
+        for alarm in alarms_of(metrics):
             if (alarm.name, alarm.step) not in self.alarms_seen:
                 self.alarms_seen.add((alarm.name, alarm.step))
                 self.log_event(step, "alarm", f"{alarm.name}: {alarm.message} ({alarm.suggestion})")

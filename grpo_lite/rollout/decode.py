@@ -25,7 +25,7 @@ times. Here:
   until ``benchmarks/gpu_session.sh`` has measured it there (``drops_by_default``).
 
 How the model is stepped (dynamic KV cache, or a static one with a compiled step for
-``compile_rollouts``) is ``decode_cache.py``'s.
+``compile_rollouts``) is ``cache.py``'s.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from grpo_lite.decode_cache import CacheSteps, CompiledSteps
+from grpo_lite.rollout.cache import CacheSteps, CompiledSteps
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from grpo_lite.logprobs import base_lm
+from grpo_lite.memory import device_memory_gb
+
 log = logging.getLogger(__name__)
-
-
-def _base_lm(model: nn.Module) -> nn.Module:
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 def _is_lora_layer(module: nn.Module) -> bool:
@@ -48,7 +46,7 @@ class MergedRollout:
         from transformers import AutoModelForCausalLM
 
         self.policy, self.dtype = model, dtype
-        lm: Any = _base_lm(model)
+        lm: Any = base_lm(model)
         with torch.device("meta"):  # the architecture only; every tensor is set below
             copy: Any = AutoModelForCausalLM.from_config(
                 lm.config, dtype=dtype, attn_implementation=lm.config._attn_implementation
@@ -134,13 +132,6 @@ def _dequantized(layer: nn.Module) -> torch.Tensor:
     return weight
 
 
-def memory_budget_gb(device: torch.device) -> float:
-    """The memory the planner may fill: the GPU's, or the machine's RAM on the CPU."""
-    from grpo_lite.memory import device_memory_gb
-
-    return device_memory_gb(device)
-
-
 def choose_rollout_weights(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype) -> str:
     """``"merged"`` or ``"adapter"`` for ``cfg.rollout_weights``, decided by the memory planner.
 
@@ -152,7 +143,7 @@ def choose_rollout_weights(cfg: Any, model: nn.Module, device: torch.device, dty
 
     if cfg.rollout_weights == "adapter":
         return "adapter"
-    budget = memory_budget_gb(device)
+    budget = device_memory_gb(device)  # the GPU's memory, or the machine's RAM on the CPU
     planned = cfg.replace(rollout_weights="merged", compute_dtype=dtype_name(dtype))
     plan = plan_for_config(planned, gpu_gb=budget, model_config=model.config)
     if plan.fits:

@@ -6,41 +6,20 @@ Shapes: B prompts, G completions per prompt, N = B*G sequences (group by group),
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from grpo_lite.decode import decode
-from grpo_lite.decode_cache import can_compile
-
-
-@dataclass
-class Sampling:
-    """Sampling settings read fresh at every rollout; the notebook and callbacks may change them."""
-
-    temperature: float
-    top_p: float
-    top_k: int
-    max_new_tokens: int
-
-    def check(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1]; got {self.top_p!r}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off); got {self.top_k!r}")
-        if self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be > 0; got {self.max_new_tokens!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from grpo_lite.rollout.cache import can_compile
+from grpo_lite.rollout.decode import decode
+from grpo_lite.rollout.prompts import encode_prompts, is_chat, render_prompt
+from grpo_lite.rollout.sampling import Sampling
 
 
 @dataclass
 class Rollout:
-    """One step's sampled data, N = B*G rows ordered group by group."""
+    """One step's sampled data, N = B*G rows ordered group by group; tensors on the sampler's device."""
 
     prompt_ids: torch.Tensor  # (N, P) left-padded
     prompt_mask: torch.Tensor  # (N, P)
@@ -51,53 +30,8 @@ class Rollout:
     prompt_texts: list[str]  # (N,) rendered prompt text
 
     @property
-    def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (N, P+T)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # (N, P+T)
-
-    @property
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(dim=1)  # (N,)
-
-
-def is_chat(prompt: Any) -> bool:
-    """A prompt is a chat when it is a list of {"role", "content"} messages."""
-    return isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt)
-
-
-def render_prompt(prompt: Any, tokenizer: Any) -> str:
-    """Chat messages through the tokenizer's chat template (with the generation prompt); text as is."""
-    if is_chat(prompt):
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("a prompt holds chat messages but the tokenizer has no chat template")
-        return str(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
-    if isinstance(prompt, str):
-        return prompt
-    raise TypeError(f"a prompt must be a string or a list of chat messages; got {type(prompt).__name__}")
-
-
-def encode_prompts(
-    texts: list[str], tokenizer: Any, *, max_prompt_tokens: int, chat: list[bool]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize and left-pad; prompts longer than ``max_prompt_tokens`` lose their beginning.
-
-    Returns (ids, mask), each (len(texts), P). A chat template already holds its special tokens,
-    so they are added only to plain-text prompts.
-    """
-    encoded = [
-        tokenizer(text, add_special_tokens=not c)["input_ids"][-max_prompt_tokens:]
-        for text, c in zip(texts, chat, strict=True)
-    ]
-    width = max(len(e) for e in encoded)
-    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for i, e in enumerate(encoded):
-        ids[i, width - len(e) :] = torch.tensor(e, dtype=torch.long)
-        mask[i, width - len(e) :] = 1
-    return ids, mask
 
 
 def completion_mask_and_truncation(
@@ -144,7 +78,7 @@ def generate(
 ) -> Rollout:
     """Sample ``group_size`` completions for each of B prompts (strings or chat messages).
 
-    ``model`` samples: the policy itself or its merged rollout copy (``rollout_weights.py``).
+    ``model`` samples: the policy itself or its merged rollout copy (``rollout/weights.py``).
     ``sampler``: ``"grpo_lite"`` (``decode.decode``) or ``"transformers"`` (``model.generate``).
     ``compiled``: a static KV cache and a compiled decode step where the model allows it (a plain
     transformers model: the merged copy; ``decode_cache.can_compile``), ``generate``'s static cache.
@@ -165,22 +99,25 @@ def generate(
                 max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=eos_ids, pad_id=tokenizer.pad_token_id,
                 tokenizer=tokenizer, stop_strings=stop_strings, compiled=compiled and can_compile(model),
-            ).cpu()  # fmt: skip
+            )  # fmt: skip
         else:
             completion_ids = _transformers_generate(
                 model, tokenizer, ids.to(device), mask.to(device), group_size=group_size,
                 sampling=sampling, eos_ids=eos_ids, stop_strings=stop_strings, static_cache=compiled,
-            ).cpu()  # fmt: skip
+            )  # fmt: skip
     finally:
         model.train(was_training)
-    raw = [tokenizer.decode(row, skip_special_tokens=True) for row in _cut_at_eos(completion_ids, eos_ids)]
+    # the text needs the ids on the CPU (one copy); the tensors stay on the device for the whole step
+    raw = [
+        tokenizer.decode(row, skip_special_tokens=True) for row in _cut_at_eos(completion_ids.cpu(), eos_ids)
+    ]
     ended_by_stop = torch.tensor([any(r.endswith(s) for s in stop_strings) for r in raw], dtype=torch.bool)
     comp_mask, truncated = completion_mask_and_truncation(
-        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop
+        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop.to(device)
     )
     return Rollout(
-        prompt_ids=ids.repeat_interleave(group_size, dim=0),
-        prompt_mask=mask.repeat_interleave(group_size, dim=0),
+        prompt_ids=ids.to(device).repeat_interleave(group_size, dim=0),
+        prompt_mask=mask.to(device).repeat_interleave(group_size, dim=0),
         completion_ids=completion_ids,
         completion_mask=comp_mask,
         truncated=truncated,

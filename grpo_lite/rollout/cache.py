@@ -24,14 +24,15 @@ from typing import Any
 
 import torch
 
+from grpo_lite.logprobs import base_lm
+
 CACHE_ROUNDING = 256  # a static cache's length is P + T rounded up to this: fewer recompiles as P varies
 
 
 def cache_argument(model: Any) -> str:
     """The KV cache's name in the model's forward and output: ``cache`` (transformers >= 5.24) or
     ``past_key_values`` (before)."""
-    get_base = getattr(model, "get_base_model", None)  # a peft wrapper's forward takes **kwargs
-    lm = get_base() if callable(get_base) else model
+    lm = base_lm(model)  # a peft wrapper's forward takes **kwargs
     return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
 
 

@@ -1,0 +1,243 @@
+"""``RunDir``: one run's folder and everything about its layout, in one place.
+
+```
+RUN/
+  config.json              the GRPOConfig at the start (later changes are in metrics.jsonl)
+  metrics.jsonl            one JSON object per step, append-only
+  checkpoints/step-N/      adapter + tokenizer, trainer_state.pt, state.json, metrics.jsonl, rewards/NAME.py
+  adapter/ summary.json reward_curve.png
+  lineage.json             only in a branch: the parent run, its step, the checkpoint
+  branches/step-N-K/       branches started from this run's step N (each a RunDir of its own)
+```
+
+A checkpoint is written into a temporary folder and renamed, so a half-written one is never loaded;
+``is_complete`` is the one test of "complete", ``latest`` the one meaning of "latest".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REQUIRED = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.pt", "state.json")
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png")
+LINEAGE = "lineage.json"
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """A checkpoint folder with every required file and a readable state.json."""
+    if not all((checkpoint / name).is_file() for name in REQUIRED):
+        return False
+    try:
+        json.loads((checkpoint / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's state.json (step, sampling, rewards, config, how the run trained)."""
+    return dict(json.loads((Path(checkpoint) / "state.json").read_text()))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """A metrics log (``metrics.jsonl``) as a list of dicts; [] when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunDir:
+    """The folder of one run (``cfg.output_dir``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step}"
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def _numbered(self) -> list[tuple[int, Path]]:
+        """Every ``checkpoints/step-N`` folder, newest first (complete or not)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [(p.name.removeprefix("step-"), p) for p in self.checkpoints.glob("step-*")]
+        return sorted(((int(n), p) for n, p in found if n.isdigit()), reverse=True)
+
+    def complete_steps(self) -> list[int]:
+        """The steps of the complete checkpoints, oldest first."""
+        return sorted(step for step, path in self._numbered() if is_complete(path))
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint; incomplete ones are skipped with a warning."""
+        for _, path in self._numbered():
+            if is_complete(path):
+                return path
+            warnings.warn(
+                f"ignoring incomplete checkpoint {path} (missing or unreadable files)", stacklevel=2
+            )
+        return None
+
+    def find_checkpoint(self, step: int | str | Path) -> Path:
+        """The complete checkpoint for ``step``: a step number, ``"latest"``, or a checkpoint folder."""
+        if isinstance(step, Path) or (isinstance(step, str) and step != "latest" and not step.isdigit()):
+            path: Path | None = Path(step)
+        elif step == "latest":
+            path = self.latest()
+        else:
+            path = self.checkpoint(int(step))
+        if path is None or not is_complete(path):
+            raise FileNotFoundError(
+                f"cannot branch from step {step!s}: no complete checkpoint {path or ''} in {self.checkpoints}; "
+                f"complete checkpoints: steps {self.complete_steps() or 'none'}"
+            )
+        return path
+
+    def resume_point(self, resume_from: str | Path | None) -> Path | None:
+        """The checkpoint to resume: a folder, ``"latest"`` (the newest complete one), or None."""
+        if resume_from is None:
+            return None
+        resume = self.latest() if str(resume_from) == "latest" else Path(resume_from)
+        if resume is None:
+            raise FileNotFoundError(f"no complete checkpoint to resume in {self.checkpoints}")
+        return resume
+
+    def lineage(self) -> dict[str, Any] | None:
+        path = self.path / LINEAGE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def new_branch_dir(self, step: int) -> Path:
+        """``RUN/branches/step-N-K`` with the first K not taken."""
+        k = 1
+        while (self.path / "branches" / f"step-{step}-{k}").exists():
+            k += 1
+        return self.path / "branches" / f"step-{step}-{k}"
+
+    def is_branch_start(self, checkpoint: Path) -> bool:
+        """Resuming ``checkpoint`` here starts a branch: the checkpoint is another run's."""
+        return Path(checkpoint).resolve().parent.parent != self.path.resolve()
+
+    # ---- starting ----------------------------------------------------------------------------------
+    def open(self, cfg: Any, resume: Path | None, *, overwrite: bool) -> dict[str, Any] | None:
+        """Ready the folder for training; returns its lineage (None for a run that is not a branch).
+        No checkpoint: a new run. Another run's checkpoint: a branch of it. Its own: nothing to do."""
+        if resume is None:
+            self.start_new(cfg, overwrite=overwrite)
+            return None
+        if self.is_branch_start(resume):
+            return self.start_branch(resume, cfg)
+        return self.lineage()
+
+    def start_new(self, cfg: Any, *, overwrite: bool) -> None:
+        """Create the folder; a previous run there is refused unless ``overwrite``, then removed."""
+        previous = [name for name in RUN_FILES if (self.path / name).exists()]
+        if previous and not overwrite:
+            raise FileExistsError(
+                f"{self.path} holds a previous run ({', '.join(previous)}); pass overwrite=True "
+                "(--overwrite) to replace it, or resume it"
+            )
+        for name in previous:
+            target = self.path / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.path / "config.json")
+
+    def start_branch(self, checkpoint: Path, cfg: Any) -> dict[str, Any]:
+        """Make this folder (absent or empty) a branch of the run that wrote ``checkpoint``: its config,
+        ``lineage.json`` and the parent's metrics up to the checkpoint's step. Returns the lineage."""
+        checkpoint = Path(checkpoint)
+        if self.path.exists() and any(self.path.iterdir()):
+            raise FileExistsError(
+                f"cannot branch into {self.path}: it is not empty (holds "
+                f"{sorted(p.name for p in self.path.iterdir())[:5]}); give an absent or empty output directory"
+            )
+        parent = RunDir(checkpoint.resolve().parent.parent)
+        lineage: dict[str, Any] = {
+            "parent_run_dir": str(parent.path),
+            "parent_step": int(read_state(checkpoint)["step"]),
+            "checkpoint": str(checkpoint.resolve()),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if parent.lineage():
+            lineage["parent_lineage"] = parent.lineage()
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.path / "config.json")
+        (self.path / LINEAGE).write_text(json.dumps(lineage, indent=2) + "\n")
+        if (checkpoint / "metrics.jsonl").exists():
+            shutil.copyfile(checkpoint / "metrics.jsonl", self.metrics_path)
+        return lineage
+
+    def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
+        """Keep the logged steps up to ``step``: later ones belong to an interrupted attempt."""
+        kept = [m for m in read_metrics(self.metrics_path) if m["step"] <= step]
+        with self.metrics_path.open("w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in kept)
+        return kept
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def write_checkpoint(
+        self,
+        step: int,
+        *,
+        model: Any,
+        tokenizer: Any,
+        trainer_state: dict[str, Any],
+        state: dict[str, Any],
+        keep: int = 0,
+    ) -> Path:
+        """Write ``checkpoints/step-{step}`` atomically; returns its path. Each source in
+        ``state["reward_sources"]`` is also written to ``rewards/NAME.py``. Then, with ``keep`` > 0,
+        older checkpoints are pruned (:meth:`prune`) — only once this one is complete."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoint(step)
+        tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=self.checkpoints))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+            (tmp / "rewards").mkdir()
+            for name, src in state.get("reward_sources", {}).items():
+                (tmp / "rewards" / f"{name}.py").write_text(src)
+            if self.metrics_path.exists():
+                shutil.copyfile(self.metrics_path, tmp / "metrics.jsonl")
+            (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
+            if final.exists():  # the same step saved again (e.g. stop right after a periodic save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if keep:
+            self.prune(keep)
+        return final
+
+    def prune(self, keep: int) -> list[Path]:
+        """Delete complete checkpoints beyond the newest ``keep``; returns what was deleted. Never
+        deleted: the newest complete one, one written on interrupt (``state.json`` says
+        ``"interrupted": true``), and anything incomplete (a save in progress, a crashed one: kept to
+        look at, ignored on resume)."""
+        complete = [path for _, path in self._numbered() if is_complete(path)]
+        deleted = []
+        for path in complete[max(keep, 1) :]:
+            if read_state(path).get("interrupted"):
+                continue
+            shutil.rmtree(path)
+            deleted.append(path)
+        return deleted
