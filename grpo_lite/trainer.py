@@ -240,7 +240,7 @@ class GRPOTrainer:
         self.model.eval()
         try:
             for idx in self._micro_batches(torch.arange(rollout.completion_ids.shape[0])):
-                ids, attn, mask, T = self._inputs(rollout, lengths, idx)
+                ids, attn, mask, T = rollout.rows(idx, lengths)
                 with adapters_disabled(self.model) if reference else torch.no_grad():
                     logps, _ = self._completion_logprobs(ids, attn, mask)
                 out[idx, :T] = logps.float()
@@ -270,7 +270,7 @@ class GRPOTrainer:
         sums: dict[str, torch.Tensor] = {}  # token-weighted sums of the micro-batches' metrics
         loss_sum = torch.zeros((), device=self.device)
         for idx in self._micro_batches(keep):
-            ids, attn, mask, T = self._inputs(rollout, lengths, idx)
+            ids, attn, mask, T = rollout.rows(idx, lengths)
             logps, entropy = self._completion_logprobs(
                 ids, attn, mask, with_entropy=with_entropy
             )  # (n, T) each
@@ -320,16 +320,6 @@ class GRPOTrainer:
 
     def _micro_batches(self, indices: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(indices, self.cfg.micro_batch_size)) if len(indices) else []
-
-    def _inputs(
-        self, rollout: Rollout, lengths: torch.Tensor, idx: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Prompt+completion for the rows ``idx``, cut to the longest completion among them."""
-        T = max(int(lengths[idx].max()), 1)
-        mask = rollout.completion_mask[idx, :T]  # (n, T)
-        ids = torch.cat([rollout.prompt_ids[idx], rollout.completion_ids[idx, :T]], dim=1)  # (n, P+T)
-        attn = torch.cat([rollout.prompt_mask[idx], mask], dim=1)  # (n, P+T)
-        return ids, attn, mask, T
 
     # ---- the step boundary -----------------------------------------------------------------------
     def _step_boundary(self) -> dict[str, Any]:

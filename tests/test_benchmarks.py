@@ -91,7 +91,8 @@ def test_the_real_model_comparison_times_the_demos_task(smollm2):
     )
     assert "model" not in settings and rows == demo.train_rows and reward is last_number_accuracy
     assert compare_trl.speed_task("bench")[0] is compare_trl.SETTINGS
-    s = {"step_seconds_median": 2.0, "parts_median": {}, "peak_mem_mb": 1.0, "gen_tokens_per_sec": 1.0,
+    parts = dict.fromkeys(("generate", "reference", "policy", "optimizer"), 1.0)
+    s = {"step_seconds_median": 2.0, "parts_median": parts, "peak_mem_mb": 1.0, "gen_tokens_per_sec": 1.0,
          "first_reward_mean": 0.0, "final_reward_mean": 0.0}  # fmt: skip
     text = compare_trl.table({"machine": "m", "model": compare_trl.SMOLLM2, "grpo_lite": s, "trl": s,
                               "last_steps_averaged": 1, "step_time_ratio": 1.0, "peak_mem_ratio": 1.0})  # fmt: skip

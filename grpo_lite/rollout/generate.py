@@ -33,6 +33,17 @@ class Rollout:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(dim=1)  # (N,)
 
+    def rows(
+        self, idx: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Prompt + completion of the rows ``idx``, cut to the longest completion among them: (ids, attention
+        mask, completion mask, T), each (n, P+T) or (n, T). ``lengths``: (N,) on the CPU, so no wait."""
+        T = max(int(lengths[idx].max()), 1)
+        mask = self.completion_mask[idx, :T]  # (n, T)
+        ids = torch.cat([self.prompt_ids[idx], self.completion_ids[idx, :T]], dim=1)  # (n, P+T)
+        attn = torch.cat([self.prompt_mask[idx], mask], dim=1)  # (n, P+T)
+        return ids, attn, mask, T
+
 
 def completion_mask_and_truncation(
     completion_ids: torch.Tensor, eos_ids: list[int], pad_id: int, ended_by_stop: torch.Tensor
