@@ -6,19 +6,16 @@ Shapes: B prompts, G completions per prompt; rewards arrive flat as (B*G,), orde
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-Scale = Literal["group", "batch", "none"]
-Baseline = Literal["mean", "leave_one_out"]
+from grpo_lite.config import AdvantageScale, Baseline
 
 
 def group_advantages(
     rewards: torch.Tensor,
     group_size: int,
     *,
-    scale: Scale = "group",
+    scale: AdvantageScale = "group",
     baseline: Baseline = "mean",
     eps: float = 1e-4,
 ) -> torch.Tensor:

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from grpo_lite.advantages import Baseline
-from grpo_lite.advantages import Scale as AdvantageScale
-from grpo_lite.loss import ImportanceLevel, LossType
 from grpo_lite.trackers import TRACKERS
 
+# Every variant's name, defined once here; the math modules import the ones they take.
+LossType = Literal["grpo", "dapo", "dr_grpo"]
+ImportanceLevel = Literal["token", "sequence"]
+AdvantageScale = Literal["group", "batch", "none"]
+Baseline = Literal["mean", "leave_one_out"]
 Backend = Literal["auto", "transformers", "unsloth"]
 Scheduler = Literal["constant", "linear", "cosine"]
 ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]

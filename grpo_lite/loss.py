@@ -17,12 +17,9 @@ and the normalisations:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-LossType = Literal["grpo", "dapo", "dr_grpo"]
-ImportanceLevel = Literal["token", "sequence"]
+from grpo_lite.config import ImportanceLevel, LossType
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
