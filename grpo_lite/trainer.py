@@ -100,9 +100,6 @@ class GRPOTrainer:
             cfg, model, self.device, self.compute_dtype, backend=self.backend
         )
         self.folder = RunDir(self.run_dir)  # the run's layout on disk: checkpoints, metrics, lineage
-        self.state = TrainerState(
-            model, tokenizer, self.optimizer, self.scheduler, self.scaler, self.sampling
-        )
         resume = self.folder.resume_point(resume_from)
         # a new run, a branch (a checkpoint of another run: lineage recorded), or this run resumed
         self.lineage = self.folder.open(cfg, resume, overwrite=overwrite)
@@ -368,6 +365,13 @@ class GRPOTrainer:
             self.folder, self.step, rewards=self.rewards, config=self.cfg.to_dict(), facts=self.run_facts(),
             keep=self.cfg.keep_checkpoints, interrupted=interrupted,
         )  # fmt: skip
+
+    @property
+    def state(self) -> TrainerState:
+        """The objects a checkpoint captures, as they are now (``run/state.py``)."""
+        return TrainerState(
+            self.model, self.tokenizer, self.optimizer, self.scheduler, self.scaler, self.sampling
+        )
 
     def _resume(self, checkpoint: Path) -> None:
         """Bring this run to ``checkpoint`` (``run/state.py``); the metrics log is cut at its step."""

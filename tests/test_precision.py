@@ -136,7 +136,7 @@ def _one_update(path, out, dtype_name, rollout):
     cfg = make_cfg(path, out, compute_dtype=dtype_name, rollout_weights="adapter", seed=3, max_grad_norm=0.0)
     tr = GRPOTrainer(cfg, [{"prompt": "12+34="}, {"prompt": "7*8="}], [digit_share], progress=False)
     with torch.no_grad():
-        logps = tr._logps_no_grad(rollout, reference=False)
+        logps = tr._logps_no_grad(rollout, rollout.lengths.cpu(), reference=False)
     grads = {}
     real_step = tr.optimizer.step
 
