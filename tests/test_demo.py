@@ -51,12 +51,14 @@ def demo_cache(tmp_path_factory):
 
 
 def test_demo_command_improves_held_out_accuracy(demo_cache, tmp_path, capsys):
-    """The tiny model's demo (seed 0): measured +26 points; over seeds 0-11 the gain was +6 to +35
-    points, mean +23 (benchmarks/RESULTS.md). Untrained, the gain is 0."""
+    """The tiny model's demo (seed 0). Greedy decoding is deterministic, so untrained the gain is exactly
+    0; asked for 10 points (8 of the 80 held-out problems), not for what one machine drew: the tiny
+    model is built on the machine and its floating-point kernels shape it (here: seed 0 +26, seeds
+    0-11 +6 to +35, mean +23; benchmarks/RESULTS.md)."""
     out = tmp_path / "demo"
     assert main(["demo", "--model", "tiny", "--output-dir", str(out), "--seed", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.20, summary
+    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.10, summary
     assert summary["steps"] == 80 and summary["seed"] == 0 and summary["seconds"] > 0
     for name in ("metrics.jsonl", "reward_curve.png", "adapter/adapter_model.safetensors", "config.json"):
         assert (out / name).exists(), name
@@ -88,9 +90,10 @@ def test_demo_command_improves_held_out_accuracy(demo_cache, tmp_path, capsys):
 
 def test_demo_learns_in_bfloat16_on_the_cpu(demo_cache, tmp_path):
     """The GPU's 16-bit path (bfloat16 embeddings, stream, KV cache, merged rollout copy) run on the
-    CPU: the demo still lifts held-out accuracy (measured: +20, +34 and +16 points for seeds 0-2)."""
+    CPU: the demo still lifts held-out accuracy by 10 points or more, as in float32 (here: +20, +34
+    and +16 points for seeds 0-2)."""
     from grpo_lite.demo import run_demo
 
     summary = run_demo(tmp_path / "bf16", model="tiny", seed=1, steps=80, compute_dtype="bfloat16")
     assert summary["compute_dtype"] == "bfloat16"
-    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.2, summary
+    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.10, summary
