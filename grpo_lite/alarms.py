@@ -122,7 +122,33 @@ def reward_failing(history: History) -> Alarm | None:
     return None
 
 
+def tool_trouble(history: History) -> Alarm | None:
+    """Tool calls explode (3 steps near ``max_tool_calls``, or 3x the first steps' rate) or every call
+    fails (3 steps in a row): the model loops on the tool, or cannot use it."""
+    recent = history[-3:]
+    found = [m.get("tools/calls_per_completion") for m in recent]
+    if len(recent) < 3 or not all(isinstance(c, (int, float)) for c in found):
+        return None
+    calls = [float(c) for c in found if c is not None]
+    m = history[-1]
+    if all(c > 0 and mm.get("tools/failure_rate") == 1.0 for c, mm in zip(calls, recent, strict=True)):
+        return Alarm("tool_failures", m["step"], "every tool call failed for 3 steps",
+                     "read the tool answers in the completions panel; check the prompt's tool instructions")  # fmt: skip
+    limit = m.get("max_tool_calls") or 0
+    start = _mean(history[:3], "tools/calls_per_completion")
+    near_limit = limit > 0 and all(c >= 0.8 * limit for c in calls)
+    grew = (
+        len(history) > WINDOW and math.isfinite(start) and calls[-1] >= 1 and calls[-1] > 3 * max(start, 1e-9)
+    )
+    if near_limit or grew:
+        return Alarm("tool_explosion", m["step"], f"{calls[-1]:.2g} tool calls per completion"
+                     + (f" (max_tool_calls={limit})" if near_limit else f", {calls[-1] / max(start, 1e-9):.1f}x the start"),
+                     "lower max_tool_calls, or check what the reward pays for calls")  # fmt: skip
+    return None
+
+
 RULES: list[Callable[[History], Alarm | None]] = [
+    tool_trouble,
     format_without_accuracy,
     no_learning_signal,
     entropy_collapse,
@@ -152,7 +178,9 @@ class Remedy:
     request: Callable[[Any], None]  # called with trainer.steering
 
 
-def remedy_for(alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: int) -> Remedy | None:
+def remedy_for(
+    alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: int, max_tool_calls: int = 0
+) -> Remedy | None:
     """A one-click remedy for alarms that have an obvious one; None for the others."""
     if alarm.name in ("format_gaming", "reward_error") and alarm.reward:
         name = alarm.reward
@@ -164,6 +192,9 @@ def remedy_for(alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: i
     if alarm.name in ("entropy_collapse", "no_signal") and temperature < 2.0:
         t = round(min(temperature + 0.2, 2.0), 2)
         return Remedy(f"raise temperature to {t}", lambda s: s.set_sampling(temperature=t))
+    if alarm.name == "tool_explosion" and max_tool_calls > 1:
+        k = max_tool_calls // 2
+        return Remedy(f"lower max_tool_calls to {k}", lambda s: s.set_sampling(max_tool_calls=k))
     if alarm.name == "truncation":
         n = 2 * max_new_tokens
         return Remedy(f"raise max_new_tokens to {n}", lambda s: s.set_sampling(max_new_tokens=n))

@@ -27,6 +27,8 @@ Scheduler = Literal["constant", "linear", "cosine"]
 ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
 RolloutWeights = Literal["auto", "merged", "adapter"]
 Sampler = Literal["grpo_lite", "transformers"]
+ToolFormat = Literal["auto", "hermes", "plain"]
+BUILTIN_TOOLS = ("python",)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,28 @@ class GRPOConfig:
 
     stop_strings: tuple[str, ...] = ()
     """Generation stops after any of these strings, in addition to the EOS token."""
+
+    # ---- tools ---------------------------------------------------------------------------------
+    tools: tuple[str, ...] = ()
+    """Built-in tools the model may call mid-answer: ``("python",)`` runs the code it writes in
+    ``rewards``' sandbox (namespaces, no network, limits) and gives it what the code printed. Your own
+    Python functions go to ``GRPOTrainer(tools=[...])``. The tools' answers are masked out of the loss."""
+
+    tool_format: ToolFormat = "auto"
+    """How calls are written: ``"hermes"`` (``<tool_call>{json}</tool_call>``, Qwen2.5/Qwen3 chat
+    templates, schemas through the template), ``"plain"`` (a fenced python block, its output in a fenced
+    output block; models without a tool-calling template, such as SmolLM2), ``"auto"``: hermes when the
+    chat template knows ``<tool_call>``, else plain."""
+
+    max_tool_calls: int = 4
+    """Tool calls per completion; a call past it ends the completion unrun. Steerable mid-run."""
+
+    tool_timeout: float = 5.0
+    """Seconds one tool call may take (wall clock; the sandbox's CPU limit too); then it answers
+    "timed out" and counts as failed."""
+
+    tool_output_chars: int = 800
+    """A tool's answer is cut to this many characters (saying how much was cut)."""
 
     rollout_weights: RolloutWeights = "auto"
     """What samples the rollouts: ``"merged"``, a copy of every linear layer in the compute dtype with
@@ -244,6 +268,17 @@ class GRPOConfig:
             object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())
         _check(self, "report_to", all(t in TRACKERS for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
                f"a tuple of distinct names from {list(TRACKERS)}")  # fmt: skip
+        object.__setattr__(self, "tools", (self.tools,) if isinstance(self.tools, str) else tuple(self.tools))
+        _check(
+            self,
+            "tools",
+            all(t in BUILTIN_TOOLS for t in self.tools),
+            f"built-in tool names from {list(BUILTIN_TOOLS)}",
+        )
+        _check(self, "tool_timeout", 0 < self.tool_timeout <= 600, "in (0, 600] seconds")
+        _check(self, "tool_output_chars", self.tool_output_chars > 0, "> 0")
+        _check(self, "sampler", not self.tools or self.sampler == "grpo_lite",
+               "'grpo_lite' when tools are on (the tool loop is grpo-lite's decode loop)")  # fmt: skip
         _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
         _check(self, "compile_rollouts", isinstance(self.compile_rollouts, bool), "True or False")
 
@@ -257,7 +292,7 @@ class GRPOConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"GRPOConfig has no field(s) {unknown}; known fields: {sorted(known)}")
-        tuples = {"stop_strings", "lora_target_modules", "report_to"}
+        tuples = {"stop_strings", "lora_target_modules", "report_to", "tools"}
         values: dict[str, Any] = {
             k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()
         }
@@ -314,6 +349,7 @@ SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "top_k": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "max_new_tokens": (lambda v: v > 0, "> 0"),
+    "max_tool_calls": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
 }
 
 

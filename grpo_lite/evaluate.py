@@ -118,3 +118,41 @@ def evaluate_model(
             for r, t, s in zip(rows, texts, scores, strict=True)
         ],
     }
+
+
+def tool_accuracy(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    reward: Callable[..., Sequence[Any]],
+    *,
+    tools: Any,
+    max_new_tokens: int,
+    stop_strings: tuple[str, ...] = (),
+    prompt_column: str = "prompt",
+    max_tool_calls: int = 2,
+    batch_size: int = 16,
+    temperature: float = 1e-3,
+    samples: int = 1,
+) -> dict[str, float]:
+    """Accuracy of ``samples`` answers per row at ``temperature`` (default 0.001: near-greedy, the most
+    likely token but for near-ties) with the tools ``tools`` (a ``rollout.turns.ToolUse``; None: without
+    tools), and the share of answers that called a tool (``tool_use``). The reward gets the whole
+    exchange, as in training."""
+    from grpo_lite.rollout import Sampling, generate
+
+    sampling = Sampling(temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                        max_tool_calls=max_tool_calls)  # fmt: skip
+    scores: list[float] = []
+    used: list[bool] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = list(rows[start : start + batch_size])
+        prompts = [r[prompt_column] for r in chunk]
+        rollout = generate(model, tokenizer, prompts, group_size=samples, sampling=sampling,
+                           max_prompt_tokens=1024, stop_strings=stop_strings, tools=tools)  # fmt: skip
+        columns = {k: [r[k] for r in chunk for _ in range(samples)] for k in chunk[0] if k != prompt_column}
+        completions = rollout.for_rewards(chat=is_chat(prompts[0]))
+        repeated = [p for p in prompts for _ in range(samples)]
+        scores += [float(s or 0.0) for s in reward(repeated, completions, **columns)]
+        used += [n > 0 for n in rollout.tool_columns().get("tool_calls", [0] * len(completions))]
+    return {"accuracy": sum(scores) / len(scores), "tool_use": sum(used) / len(used)}

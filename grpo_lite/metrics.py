@@ -52,15 +52,30 @@ def step_metrics(
         "completion_len_mean": lengths.mean().item(),
         "completion_len_max": lengths.max().item(),
         "truncated_frac": rollout.truncated.float().mean().item(),
-        "tokens_per_sec": float(lengths.sum()) / max(times["generate"], 1e-9),
+        "tokens_per_sec": float(lengths.sum()) / max(times["generate"] - rollout.tool_seconds, 1e-9),
         **{f"time/{k}": v for k, v in times.items()},
         "time/step": sum(times.values()),
         "peak_mem_mb": peak_memory_mb(device),
         "lr": lr,
         **sampling.to_dict(),
     }
+    m |= tool_metrics(rollout)
     if changes:
         m["changes"] = changes
     if scores.errors:
         m["reward_error_tracebacks"] = scores.errors
     return m
+
+
+def tool_metrics(rollout: Rollout) -> dict[str, float]:
+    """With tools: calls per completion, the share of calls that failed (0 with no call), and the
+    seconds the calls took (the sandbox included; ``tokens_per_sec`` leaves them out)."""
+    columns = rollout.tool_columns()
+    if not columns:
+        return {}
+    calls, failures = sum(columns["tool_calls"]), sum(columns["tool_failures"])
+    return {
+        "tools/calls_per_completion": calls / len(columns["tool_calls"]),
+        "tools/failure_rate": failures / calls if calls else 0.0,
+        "tools/seconds": rollout.tool_seconds,
+    }

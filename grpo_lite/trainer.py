@@ -33,6 +33,7 @@ from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout.weights import compiled_in_force, rollout_sampler
 from grpo_lite.run import RunDir, TrainerState, read_state, rng_state, set_rng_state
 from grpo_lite.steering import Steering, weights_in_force
+from grpo_lite.tools import tool_use
 from grpo_lite.trackers import make_trackers
 from rewards import Combined, NamedReward, combine
 
@@ -52,6 +53,8 @@ class GRPOTrainer:
         model, tokenizer: an already loaded policy (peft model); else loaded from ``cfg``.
         resume_from: a checkpoint folder, or ``"latest"`` for the newest complete one in the run dir.
         overwrite: replace a previous run in ``cfg.output_dir`` instead of refusing.
+        tools: functions the model may call mid-answer (type hints and a docstring), with the
+            built-ins named in ``cfg.tools`` (``"python"``: the sandbox); see ``grpo_lite/tools``.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class GRPOTrainer:
         resume_from: str | Path | None = None,
         overwrite: bool = False,
         progress: bool = True,
+        tools: Sequence[Callable[..., Any] | str] = (),
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
@@ -77,7 +81,9 @@ class GRPOTrainer:
             if isinstance(reward_funcs, Combined)
             else combine(*reward_funcs, weights=reward_weights)
         )
-        self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
+        self.sampling = Sampling(
+            cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, cfg.max_tool_calls
+        )
         self.steering = Steering(lambda: self.rewards.names)
         self.step = 0
         self.interrupted_at: Path | None = None  # the checkpoint written when Ctrl-C stopped the run
@@ -91,6 +97,7 @@ class GRPOTrainer:
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the model")
         self.model, self.tokenizer = model, tokenizer
+        self.tools = tool_use(cfg.tools, tools, cfg, tokenizer)  # None: no tools
         self.device = next(model.parameters()).device
         self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, self.device)
         self.scaler = LossScaler(self.compute_dtype, self.device)  # float16 only: dynamic loss scaling
@@ -166,6 +173,7 @@ class GRPOTrainer:
             stop_strings=cfg.stop_strings,
             sampler=cfg.sampler,
             compiled=cfg.compile_rollouts,
+            tools=self.tools,
         )
         t_gen = time.perf_counter()
         # 2. score: every reward function once, errors isolated
@@ -176,11 +184,12 @@ class GRPOTrainer:
         adv = group_advantages(
             rewards, cfg.group_size, scale=cfg.advantage_scale, baseline=cfg.advantage_baseline
         )
-        lengths = rollout.lengths.cpu()  # (N,) known on the CPU: micro-batches never wait for the device
+        # (N,) the model's tokens and where each completion ends, on the CPU: micro-batches never wait
+        lengths, extents = torch.stack([rollout.lengths, rollout.extents]).cpu()
         adv = adv.to(self.device)  # (N,)
         # 4. reference (adapters off) and old log-probs, both without grad
-        ref_logps = self._logps_no_grad(rollout, lengths, reference=True) if cfg.beta > 0 else None
-        old_logps = self._logps_no_grad(rollout, lengths, reference=False) if cfg.num_iterations > 1 else None
+        ref_logps = self._logps_no_grad(rollout, extents, reference=True) if cfg.beta > 0 else None
+        old_logps = self._logps_no_grad(rollout, extents, reference=False) if cfg.num_iterations > 1 else None
         t_ref = time.perf_counter()
         # 5. update: mu optimizer steps on this batch
         update: dict[str, float] = {}
@@ -189,7 +198,9 @@ class GRPOTrainer:
                 {"entropy": update["entropy"]} if iteration else {}
             )  # the first pass's: before any update
             update = (
-                self._update(rollout, lengths, adv, old_logps, ref_logps, with_entropy=not iteration)
+                self._update(
+                    rollout, (lengths, extents), adv, old_logps, ref_logps, with_entropy=not iteration
+                )
                 | entropy
             )
         self.step += 1
@@ -216,13 +227,9 @@ class GRPOTrainer:
     ) -> tuple[Any, dict[str, Any]]:
         """Every reward function once (errors isolated); returns the scores and what they were given."""
         G = self.cfg.group_size
-        chat = is_chat(prompts[0])
-        completions: list[Any] = (
-            [[{"role": "assistant", "content": c}] for c in rollout.completions]
-            if chat
-            else rollout.completions
-        )
+        completions = rollout.for_rewards(chat=is_chat(prompts[0]))  # with tools: the whole exchange
         columns = reward_columns(rows, prompt_column=self.cfg.prompt_column, group_size=G)
+        columns |= rollout.tool_columns()  # with tools: tool_calls and tool_failures per completion
         repeated = [p for p in prompts for _ in range(G)]  # (N,) each prompt once per completion
         scored = {"prompts": repeated, "completions": completions, "columns": columns, "group_size": G}
         scores = self.rewards.score(repeated, completions, time_limit=self.cfg.reward_timeout,
@@ -230,14 +237,14 @@ class GRPOTrainer:
         self.steering.watch_timeouts(scores.timed_out)  # 3 steps in a row: weight 0 from the next step
         return scores, scored
 
-    def _logps_no_grad(self, rollout: Rollout, lengths: torch.Tensor, *, reference: bool) -> torch.Tensor:
+    def _logps_no_grad(self, rollout: Rollout, extents: torch.Tensor, *, reference: bool) -> torch.Tensor:
         """(N, T) log-probs without grad: of the base (adapters off) or of the current policy."""
         out = torch.zeros(rollout.completion_mask.shape, dtype=torch.float32, device=self.device)
         was_training = self.model.training
         self.model.eval()
         try:
             for idx in self._micro_batches(torch.arange(rollout.completion_ids.shape[0])):
-                ids, attn, mask, T = rollout.rows(idx, lengths)
+                ids, attn, mask, T = rollout.rows(idx, extents)
                 with adapters_disabled(self.model) if reference else torch.no_grad():
                     logps, _ = self._completion_logprobs(ids, attn, mask)
                 out[idx, :T] = logps.float()
@@ -248,7 +255,7 @@ class GRPOTrainer:
     def _update(
         self,
         rollout: Rollout,
-        lengths: torch.Tensor,
+        sizes: tuple[torch.Tensor, torch.Tensor],
         adv: torch.Tensor,
         old_logps: torch.Tensor | None,
         ref_logps: torch.Tensor | None,
@@ -256,9 +263,9 @@ class GRPOTrainer:
         with_entropy: bool,
     ) -> dict[str, float]:
         """Accumulate gradients over micro-batches and take one optimizer step (or skip a bad one).
-        ``lengths``: (N,) completion lengths on the CPU, so that no micro-batch waits on the device;
-        the metrics stay tensors until one sync at the end."""
-        cfg = self.cfg
+        ``sizes``: (N,) the model's tokens and the completions' extents (tools' answers included) on
+        the CPU, so that no micro-batch waits on the device; the metrics stay tensors until one sync."""
+        cfg, (lengths, extents) = self.cfg, sizes
         N = lengths.shape[0]
         # With beta = 0 a zero-advantage completion contributes exactly zero gradient: skip its passes.
         keep = torch.arange(N) if cfg.beta > 0 else torch.nonzero(adv.cpu() != 0).flatten()
@@ -267,7 +274,7 @@ class GRPOTrainer:
         sums: dict[str, torch.Tensor] = {}  # token-weighted sums of the micro-batches' metrics
         loss_sum = torch.zeros((), device=self.device)
         for idx in self._micro_batches(keep):
-            ids, attn, mask, T = rollout.rows(idx, lengths)
+            ids, attn, mask, T = rollout.rows(idx, extents)
             logps, entropy = self._completion_logprobs(
                 ids, attn, mask, with_entropy=with_entropy
             )  # (n, T) each

@@ -234,6 +234,49 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits()) -> RunResu
     return _run(code, tests, limits, _plan_for(limits))
 
 
+@dataclass
+class CodeResult:
+    """What one program printed in the sandbox: ``output`` (stdout and stderr interleaved, a traceback
+    when it raised, the value of a last bare expression as a notebook shows it), cut to a bound."""
+
+    output: str
+    ok: bool  # ran to the end without an exception
+    timed_out: bool
+
+
+# The program the sandbox runs for ``run_code``: the code itself is a string literal, executed in a
+# namespace of its own; the flag it leaves is read by the judge, in a process the code cannot reach.
+_RUNNER = """import ast, sys, traceback
+grpo_lite_ok = False
+def _main(source):
+    tree = ast.parse(source, "<code>")
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    scope = {"__name__": "__main__", "__builtins__": __builtins__}
+    exec(compile(tree, "<code>", "exec"), scope)
+    if last is not None:
+        value = eval(compile(ast.Expression(last.value), "<code>", "eval"), scope)
+        if value is not None:
+            print(repr(value))
+try:
+    _main(%r)
+    grpo_lite_ok = True
+except BaseException as error:
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == "<code>"]
+    if frames:
+        print("Traceback (most recent call last):\\n" + "".join(traceback.format_list(frames)), end="")
+    print("".join(traceback.format_exception_only(type(error), error)), end="")
+sys.stdout.flush()
+"""
+
+
+def run_code(code: str, limits: Limits = Limits()) -> CodeResult:
+    """Run ``code`` in the sandbox as a program (same isolation and limits as :func:`run_tests`) and
+    return what it printed. A last bare expression is printed as its ``repr``; an exception prints
+    its traceback (from the code's own lines); the output is cut to ``limits.output_bytes``."""
+    result = _run(_RUNNER % code, ["assert grpo_lite_ok is True"], limits, _plan_for(limits))
+    return CodeResult(output=result.output, ok=result.passed == 1, timed_out=result.timed_out)
+
+
 @functools.cache
 def _harness_source() -> str:
     return HARNESS.read_text()

@@ -88,7 +88,8 @@ class RemedyButtons:
         buttons, seen = [], set()
         for alarm in alarms:
             remedy = remedy_for(alarm, lr=float(trainer.scheduler.get_last_lr()[0]),
-                                temperature=trainer.sampling.temperature, max_new_tokens=trainer.sampling.max_new_tokens)  # fmt: skip
+                                temperature=trainer.sampling.temperature, max_new_tokens=trainer.sampling.max_new_tokens,
+                                max_tool_calls=trainer.sampling.max_tool_calls)  # fmt: skip
             if remedy is None or remedy.label in seen:
                 continue
             seen.add(remedy.label)

@@ -77,10 +77,12 @@ class Dashboard(Callback):
             value=s.top_p, min=0.05, max=1.0, step=0.05, description="top_p", style=style
         )
         self.max_new_tokens = W.IntText(value=s.max_new_tokens, description="max_new_tokens", style=style)
+        self.max_tool_calls = W.IntText(value=s.max_tool_calls, description="max_tool_calls", style=style)
         for widget, key in (
             (self.temperature, "temperature"),
             (self.top_p, "top_p"),
             (self.max_new_tokens, "max_new_tokens"),
+            (self.max_tool_calls, "max_tool_calls"),
         ):
             widget.observe(self._sampling_changed(key), names="value")
         self.pause_button = W.ToggleButton(description="pause", icon="pause")
@@ -118,7 +120,10 @@ class Dashboard(Callback):
     def widget(self) -> W.Widget:
         controls = W.VBox(
             [
-                W.HBox([self.temperature, self.top_p, self.max_new_tokens]),
+                W.HBox(
+                    [self.temperature, self.top_p, self.max_new_tokens]
+                    + ([self.max_tool_calls] if self.trainer.tools is not None else [])
+                ),
                 W.HBox([self.pause_button, self.stop_button, self.status]),
                 self.remedies.widget,
             ]

@@ -21,7 +21,20 @@ def prompt_text(prompt: Any) -> str:
 
 
 def _completion_text(c: Any) -> str:
-    return str(c[-1].get("content", "")) if isinstance(c, list) and c else str(c)
+    """A completion as text; an exchange with tools turn by turn, each tool call's answer marked."""
+    if not (isinstance(c, list) and c):
+        return str(c)
+    if not any(m.get("role") == "tool" for m in c):
+        return str(c[-1].get("content", ""))
+    parts = []
+    for m in c:
+        if m.get("role") == "tool":
+            status = "FAILED" if m.get("failed") else "ok"
+            parts.append(f"▶ tool {m.get('name')} [{status}, {m.get('seconds', 0):.2f} s]\n"
+                         f"{m.get('content', '')}\n◀ end of tool answer")  # fmt: skip
+        else:
+            parts.append(str(m.get("content", "")))
+    return "\n".join(parts)
 
 
 def _row(*cells: Any) -> str:
@@ -107,6 +120,9 @@ def curves_figure(
         ax.plot(steps, series(key), label=key.split("/")[1], alpha=0.7)
     if eval_points:
         ax.plot(*zip(*eval_points, strict=True), "k^--", label="held-out accuracy")
+    if any("tools/calls_per_completion" in m for m in history):  # a run with tools: how much they are used
+        ax.plot(steps, series("tools/calls_per_completion"), "g:", label="tool calls / completion")
+        ax.plot(steps, series("tools/failure_rate"), "r:", alpha=0.6, label="tool failure rate")
     ax.set_title("reward")
     ax.legend(fontsize=7)
     kl = series("kl")

@@ -15,6 +15,7 @@ from grpo_lite.rollout.cache import can_compile
 from grpo_lite.rollout.decode import decode
 from grpo_lite.rollout.prompts import encode_prompts, is_chat, render_prompt
 from grpo_lite.rollout.sampling import Sampling
+from grpo_lite.rollout.turns import ToolUse, decode_with_tools
 
 
 @dataclass
@@ -26,23 +27,56 @@ class Rollout:
     completion_ids: torch.Tensor  # (N, T) right-padded
     completion_mask: torch.Tensor  # (N, T) 1 up to and including EOS; 0 for padding and after
     truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without EOS or stop string
-    completions: list[str]  # (N,) decoded completion text, EOS left out
+    completions: list[str]  # (N,) decoded completion text, EOS left out (with tools: the whole exchange)
     prompt_texts: list[str]  # (N,) rendered prompt text
+    tool_mask: torch.Tensor | None = None  # (N, T) 1 on tokens a tool wrote (its answers); None: no tools
+    exchanges: list[list[dict[str, Any]]] | None = None  # (N,) with tools: assistant and tool turns
+    tool_seconds: float = 0.0  # wall time of the tool calls (the sandbox included)
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """(N, T) 1 on the tokens the model wrote: what the loss, the KL, the entropy and every length
+        normalisation count (the completion mask without the tools' answers)."""
+        if self.tool_mask is None:
+            return self.completion_mask
+        return self.completion_mask * (1 - self.tool_mask)
 
     @property
     def lengths(self) -> torch.Tensor:
-        return self.completion_mask.sum(dim=1)  # (N,)
+        """(N,) tokens the model wrote in each completion."""
+        return self.loss_mask.sum(dim=1)
+
+    @property
+    def extents(self) -> torch.Tensor:
+        """(N,) tokens in each completion, the tools' answers included: where each one ends."""
+        return self.completion_mask.sum(dim=1)
+
+    def for_rewards(self, *, chat: bool) -> list[Any]:
+        """The completions as the reward functions get them: text, or a chat's assistant message; with
+        tools, each exchange as messages (assistant turns and ``tool`` messages, TRL's multi-turn form)."""
+        if self.exchanges is not None:
+            return self.exchanges
+        return [[{"role": "assistant", "content": c}] for c in self.completions] if chat else self.completions
+
+    def tool_columns(self) -> dict[str, list[int]]:
+        """With tools, the reward columns ``tool_calls`` and ``tool_failures``: counts per completion."""
+        if self.exchanges is None:
+            return {}
+        tools = [[m for m in turns if m["role"] == "tool"] for turns in self.exchanges]
+        return {
+            "tool_calls": [len(t) for t in tools],
+            "tool_failures": [sum(m["failed"] for m in t) for t in tools],
+        }
 
     def rows(
-        self, idx: torch.Tensor, lengths: torch.Tensor
+        self, idx: torch.Tensor, extents: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Prompt + completion of the rows ``idx``, cut to the longest completion among them: (ids, attention
-        mask, completion mask, T), each (n, P+T) or (n, T). ``lengths``: (N,) on the CPU, so no wait."""
-        T = max(int(lengths[idx].max()), 1)
-        mask = self.completion_mask[idx, :T]  # (n, T)
+        mask, loss mask, T), each (n, P+T) or (n, T). ``extents``: (N,) on the CPU, so no wait."""
+        T = max(int(extents[idx].max()), 1)
         ids = torch.cat([self.prompt_ids[idx], self.completion_ids[idx, :T]], dim=1)  # (n, P+T)
-        attn = torch.cat([self.prompt_mask[idx], mask], dim=1)  # (n, P+T)
-        return ids, attn, mask, T
+        attn = torch.cat([self.prompt_mask[idx], self.completion_mask[idx, :T]], dim=1)  # (n, P+T)
+        return ids, attn, self.loss_mask[idx, :T], T
 
 
 def completion_mask_and_truncation(
@@ -86,6 +120,7 @@ def generate(
     stop_strings: tuple[str, ...] = (),
     sampler: str = "grpo_lite",
     compiled: bool = False,
+    tools: Any = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each of B prompts (strings or chat messages).
 
@@ -93,9 +128,11 @@ def generate(
     ``sampler``: ``"grpo_lite"`` (``decode.decode``) or ``"transformers"`` (``model.generate``).
     ``compiled``: a static KV cache and a compiled decode step where the model allows it (a plain
     transformers model: the merged copy; ``decode_cache.can_compile``), ``generate``'s static cache.
+    ``tools``: a ``rollout.turns.ToolUse`` (the tool box, the call format, ``max_tool_calls``): the
+    model's tool calls are answered mid-answer (``turns.py``); None: no tools.
     The model is put in eval mode with the KV cache on for generation; its mode is restored after.
     """
-    texts = [render_prompt(p, tokenizer) for p in prompts]
+    texts = [render_prompt(p, tokenizer, tools=tools.schemas if tools else None) for p in prompts]
     ids, mask = encode_prompts(
         texts, tokenizer, max_prompt_tokens=max_prompt_tokens, chat=[is_chat(p) for p in prompts]
     )
@@ -104,6 +141,9 @@ def generate(
     was_training = model.training
     model.eval()
     try:
+        if tools is not None:
+            return _with_tools(model, tokenizer, texts, ids.to(device), mask.to(device), group_size=group_size,
+                               sampling=sampling, eos_ids=eos_ids, stop_strings=stop_strings, tools=tools)  # fmt: skip
         if sampler == "grpo_lite":
             completion_ids = decode(
                 model, ids.to(device), mask.to(device), group_size=group_size,
@@ -135,6 +175,34 @@ def generate(
         completions=raw,
         prompt_texts=[t for t in texts for _ in range(group_size)],
     )
+
+
+def _with_tools(
+    model: Any, tokenizer: Any, texts: list[str], ids: torch.Tensor, mask: torch.Tensor, *, group_size: int,
+    sampling: Sampling, eos_ids: list[int], stop_strings: tuple[str, ...], tools: ToolUse,
+) -> Rollout:  # fmt: skip
+    """``generate`` with tool calls answered mid-answer (``turns.decode_with_tools``)."""
+    turns = decode_with_tools(
+        model, ids, mask, group_size=group_size, max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=eos_ids,
+        pad_id=tokenizer.pad_token_id, tokenizer=tokenizer, stop_strings=stop_strings,
+        tool_format=tools.format, toolbox=tools.box, max_tool_calls=sampling.max_tool_calls,
+    )  # fmt: skip
+    T = turns.completion_ids.shape[1]
+    positions = torch.arange(T, device=ids.device)
+    return Rollout(
+        prompt_ids=ids.repeat_interleave(group_size, dim=0),
+        prompt_mask=mask.repeat_interleave(group_size, dim=0),
+        completion_ids=turns.completion_ids,
+        completion_mask=(positions[None, :] < turns.lengths[:, None]).long(),
+        truncated=turns.truncated,
+        completions=[tokenizer.decode(row[: int(n)], skip_special_tokens=True)
+                     for row, n in zip(turns.completion_ids.tolist(), turns.lengths.tolist(), strict=True)],
+        prompt_texts=[t for t in texts for _ in range(group_size)],
+        tool_mask=turns.tool_mask,
+        exchanges=turns.exchanges,
+        tool_seconds=turns.tool_seconds,
+    )  # fmt: skip
 
 
 def _transformers_generate(

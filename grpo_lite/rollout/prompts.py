@@ -12,12 +12,15 @@ def is_chat(prompt: Any) -> bool:
     return isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt)
 
 
-def render_prompt(prompt: Any, tokenizer: Any) -> str:
-    """Chat messages through the tokenizer's chat template (with the generation prompt); text as is."""
+def render_prompt(prompt: Any, tokenizer: Any, tools: list[dict[str, Any]] | None = None) -> str:
+    """Chat messages through the tokenizer's chat template (with the generation prompt and the tool
+    schemas ``tools``, if any); text as is."""
     if is_chat(prompt):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("a prompt holds chat messages but the tokenizer has no chat template")
-        return str(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
+        return str(
+            tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True)
+        )
     if isinstance(prompt, str):
         return prompt
     raise TypeError(f"a prompt must be a string or a list of chat messages; got {type(prompt).__name__}")

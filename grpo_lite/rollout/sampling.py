@@ -16,6 +16,7 @@ class Sampling:
     top_p: float
     top_k: int
     max_new_tokens: int
+    max_tool_calls: int = 0  # tool calls per completion (runs with tools only)
 
     def check(self) -> None:
         """The config's rules (``config.SAMPLING_RULES``), for a change requested mid-run."""
