@@ -38,10 +38,12 @@ class ToolResult:
 
 
 def bounded(text: str, chars: int) -> str:
-    """``text`` cut to ``chars`` characters, saying how much was cut."""
+    """``text`` cut to ``chars`` characters, its beginning and its end (where a traceback names the
+    error), saying how much was cut in between."""
     if len(text) <= chars:
         return text
-    return text[:chars] + f"\n... [{len(text) - chars} more characters cut]\n"
+    head, tail = chars - chars // 2, chars // 2
+    return f"{text[:head]}\n... [{len(text) - chars} characters cut] ...\n{text[len(text) - tail:]}"
 
 
 class ToolBox:
