@@ -40,7 +40,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is Literal:
             kwargs["choices"] = list(args)
-        elif f.name in ("stop_strings", "lora_target_modules", "report_to"):
+        elif f.name in ("stop_strings", "lora_target_modules", "report_to", "tools"):
             kwargs["nargs"] = "+"
         else:
             kwargs["type"] = next((t for t in (hint, *args) if t in (int, float, str)), str)

@@ -117,6 +117,10 @@ def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None 
         lineage = info["lineage"]
         lines += [f"Branched from the run in `{lineage['parent_run_dir']}` at its step {lineage['parent_step']} "
                   f"(checkpoint `{lineage['checkpoint']}`).", ""]  # fmt: skip
+    if info.get("tools"):
+        tools = info["tools"]
+        lines += [f"Trained with tools mid-answer ({', '.join(tools['names'])}; {tools['format']} format): "
+                  "use the adapter with the same tools, and run model-written code only in a sandbox.", ""]  # fmt: skip
     if curve:
         lines += [f"![reward curve]({curve})", ""]
     lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]
@@ -162,11 +166,20 @@ def _usage(base: str, merged: bool) -> list[str]:
     ]  # fmt: skip
 
 
-def save_trained_adapter(directory: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> Path:
-    """A trainer's adapter in peft layout, its tokenizer, ``grpo_lite.json`` (``info``: config, how it
-    trained, rewards with weights and source, final metrics) and a model card; returns ``directory``."""
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+def save_trained_adapter(directory: Path, trainer: Any) -> Path:
+    """A trainer's adapter in peft layout, its tokenizer, ``grpo_lite.json`` (config, how it trained,
+    rewards with weights and source, tools, final metrics, lineage) and a model card; returns ``directory``."""
+    rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in trainer.rewards.rewards]
+    info = {
+        "config": trainer.cfg.to_dict(),
+        **trainer.run_facts(),
+        "rewards": rewards,
+        "metrics": trainer.history[-1:],
+    } | ({"lineage": trainer.lineage} if trainer.lineage else {})
+    if trainer.tools is not None:
+        info["tools"] = {"names": trainer.tools.box.names, "format": trainer.tools.format.name}
+    trainer.model.save_pretrained(directory)
+    trainer.tokenizer.save_pretrained(directory)
     (directory / "grpo_lite.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     (directory / "README.md").write_text(model_card(info))
     return directory

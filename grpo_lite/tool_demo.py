@@ -32,15 +32,24 @@ EXAMPLE = (
 
 
 def multiplication_split(
-    train: int = 192, held_out: int = 48
+    train: int = 192, held_out: int = 48, *, chat: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train rows, held-out rows): plain-text prompts "What is a * b?" with a, b in 100-999 after the
-    worked example, the product in ``answer``."""
+    """(train rows, held-out rows): "What is a * b?" with a, b in 100-999, the product in ``answer``;
+    plain-text prompts after the worked example, or (``chat=True``, for a model whose chat template
+    takes tools, such as Qwen2.5) a user message asking it to use the python tool."""
     rng = random.Random(SPLIT_SEED)
     pairs: set[tuple[int, int]] = set()
     while len(pairs) < train + held_out:
         pairs.add((rng.randint(100, 999), rng.randint(100, 999)))
-    rows = [{"prompt": f"{EXAMPLE}What is {a} * {b}?\n", "answer": str(a * b)} for a, b in sorted(pairs)]
+
+    def prompt(a: int, b: int) -> Any:
+        if chat:
+            return [
+                {"role": "user", "content": f"What is {a} * {b}? Use the python tool, then give the number."}
+            ]
+        return f"{EXAMPLE}What is {a} * {b}?\n"
+
+    rows = [{"prompt": prompt(a, b), "answer": str(a * b)} for a, b in sorted(pairs)]
     rng.shuffle(rows)
     return rows[held_out:], rows[:held_out]
 

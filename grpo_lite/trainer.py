@@ -405,18 +405,11 @@ class GRPOTrainer:
         )  # fmt: skip
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """The adapter in peft layout (adapter_config.json, adapter_model.safetensors), the tokenizer,
-        ``grpo_lite.json`` (config, rewards with weights and source, final metrics) and a model card."""
+        """The adapter in peft layout, the tokenizer, ``grpo_lite.json`` (config, rewards with weights
+        and source, final metrics) and a model card (``export.save_trained_adapter``)."""
         from grpo_lite.export import save_trained_adapter
 
-        rewards = [{"name": r.name, "weight": r.weight, "source": r.source} for r in self.rewards.rewards]
-        info = {
-            "config": self.cfg.to_dict(),
-            **self.run_facts(),
-            "rewards": rewards,
-            "metrics": self.history[-1:],
-        } | ({"lineage": self.lineage} if self.lineage else {})
-        return save_trained_adapter(Path(directory), self.model, self.tokenizer, info)
+        return save_trained_adapter(Path(directory), self)
 
     def _plot(self) -> None:
         from grpo_lite.plotting import plot_rewards

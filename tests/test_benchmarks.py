@@ -294,3 +294,31 @@ def sandbox_throughput_run(module):
     from rewards.sandbox import run_tests
 
     return run_tests(module.CODE, module.TESTS)
+
+
+def test_tools_benchmark_counts_only_right_calls_and_leaves_tool_time_out(smollm2, monkeypatch):
+    import tools as tools_bench
+
+    from grpo_lite.rollout import Rollout
+
+    ids = torch.zeros((2, 4), dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    tool = torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0]])
+    fake = Rollout(ids, mask, ids, mask, torch.zeros(2, dtype=torch.bool), ["", ""], ["", ""], tool_mask=tool,
+                   exchanges=[[], []], tool_seconds=1.5)  # fmt: skip
+    assert tools_bench.rollout_tokens_per_second(fake, 3.5) == 4 / 2.0  # (3 - 1 tool token + 2) / (3.5 - 1.5)
+    result = tools_bench.main(["--quick", "--workers", "2"])
+    assert result["sandbox"]["calls"] == 16 and result["sandbox"]["calls_per_second"] > 0
+    runs = result["rollout"]["runs"]
+    assert len(runs["with"]) == len(runs["without"]) == 1 and runs["without"][0]["tool_seconds"] == 0
+    assert (
+        result["rollout"]["ratio"]
+        == runs["with"][0]["tokens_per_second"] / runs["without"][0]["tokens_per_second"]
+    )
+    from grpo_lite.tools import ToolBox
+
+    monkeypatch.setattr(
+        ToolBox, "call", lambda self, call: type("R", (), {"output": "wrong", "failed": False})()
+    )
+    with pytest.raises(RuntimeError, match="did not print what they should"):
+        tools_bench.calls_per_second(4, 2)

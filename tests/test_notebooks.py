@@ -75,3 +75,21 @@ def test_export(offline_env, tmp_path):
     text = text_of(run_notebook("03_export.ipynb", tmp_path))
     assert "adapter_model.safetensors" in text and "library_name: peft" in text
     assert "skipped the push" in text or "offline mode: skipped the push" in text
+
+
+def test_tools(offline_env, tmp_path):
+    """Offline, 04_tools shows the sandbox refusing a model's probes, then trains SmolLM2 6 steps with
+    the python tool and the dashboard; sampled held-out accuracy rises by 20 points or more (the README's
+    3 seeds of 20 steps: about +65; a sampled measure of 48 answers varies by under 10 points)."""
+    nb = run_notebook("04_tools.ipynb", tmp_path)
+    text = text_of(nb)
+    assert "'print(514 * 902)'" in text and "-> ok: '463628'" in text
+    assert "-> ok: 'None'" in text  # the Hub token is not in the sandbox's environment
+    assert "-> FAILED: \"OSError: [Errno 30] Read-only file system: '/etc/hostname'\"" in text
+    assert "-> FAILED: 'Error: timed out after 2 s'" in text
+    found = re.search(r"base: ([\d.]+)% right, ([\d.]+)% call the tool \(48 sampled answers\)\n"
+                      r" *trained: ([\d.]+)% right, ([\d.]+)% call the tool", text)  # fmt: skip
+    assert found, text[-3000:]
+    assert float(found[3]) - float(found[1]) >= 20, found[0]
+    assert outputs(nb, "image/png"), "the dashboard's plot was not rendered"
+    assert (tmp_path / "runs" / "tools" / "adapter" / "adapter_model.safetensors").exists()

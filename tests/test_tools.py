@@ -18,9 +18,9 @@ import torch
 from grpo_lite.alarms import Alarm, check_alarms, remedy_for
 from grpo_lite.config import GRPOConfig
 from grpo_lite.loss import grpo_loss
-from grpo_lite.rollout.turns import ToolUse, decode_with_tools
-from grpo_lite.tools import Hermes, Plain, ToolBox, ToolCall, tool_format
+from grpo_lite.rollout.turns import decode_with_tools
 from grpo_lite.tool_demo import EXAMPLE
+from grpo_lite.tools import Hermes, Plain, ToolBox, ToolCall, tool_format
 
 # The tool part of Qwen2.5-Instruct's chat template (its tools header abridged): what ``hermes`` renders.
 QWEN_TOOLS_TEMPLATE = (
@@ -99,7 +99,10 @@ def test_hermes_renders_the_answer_as_the_chat_template_renders_a_tool_message(t
     assert fmt.name == "hermes"
     appended = fmt.render(ToolCall("multiply", {"a": 2, "b": 3}), "6")
     # what follows the model's call, up to the next assistant turn's opening, as Qwen2.5 writes it
-    assert appended == "<|im_end|>\n<|im_start|>user\n<tool_response>\n6\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        appended
+        == "<|im_end|>\n<|im_start|>user\n<tool_response>\n6\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
     with pytest.raises(ValueError, match="chat template"):
         tool_format("hermes", type("NoTemplate", (), {"chat_template": None})())
 
@@ -186,7 +189,10 @@ def test_the_python_tool_prints_shows_the_last_value_and_the_traceback():
     assert out[0] == ("287663\n", False)
     assert out[1] == ("42\n", False)
     assert out[2][1] and out[2][0].startswith("Traceback (most recent call last):\n")
-    assert out[2][0].endswith("ZeroDivisionError: division by zero\n") and 'File "<code>", line 2, in f' in out[2][0]
+    assert (
+        out[2][0].endswith("ZeroDivisionError: division by zero\n")
+        and 'File "<code>", line 2, in f' in out[2][0]
+    )
     assert "solution.py" not in out[2][0] and "harness" not in out[2][0]  # only the model's own lines
     assert out[3] == ("\nError: timed out after 3 s", True)
     assert out[4] == ("a" * 100 + "\n... [801 characters cut] ...\n" + "a" * 99 + "\n", False)
@@ -257,7 +263,9 @@ def test_model_code_called_as_a_tool_reaches_nothing_of_the_trainer(tmp_path, mo
         # through the tool: nothing leaks, nothing is written, signalled or connected
         box = ToolBox(["python"], timeout=2.0, output_chars=2000, workers=4)
         sleeper = f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; echo {marker}'])\nprint('forked')"
-        calls = [ToolCall("python", {"code": c}) for c in [*probes.values(), sleeper, "while True:\n    pass"]]
+        calls = [
+            ToolCall("python", {"code": c}) for c in [*probes.values(), sleeper, "while True:\n    pass"]
+        ]
         start = time.perf_counter()
         results = box.run(calls)
         took = time.perf_counter() - start
@@ -289,7 +297,9 @@ def smol(smollm2_cache):
     from grpo_lite.offline import SMOLLM2_VERSION
 
     path = smollm2_cache / SMOLLM2_VERSION
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32
+    ).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def _tool_rollout(smol, *, max_tool_calls, max_new_tokens=56, seed=0, with_logps=False):
@@ -408,7 +418,9 @@ def test_loss_and_lora_grads_equal_a_loop_over_the_models_tokens_only(tiny_model
         logps, _ = completion_logprobs(model, ids, attn, mask, temperature=1.0)
         with adapters_disabled(model):
             ref, _ = completion_logprobs(model, ids, attn, mask, temperature=1.0)
-        loss, _ = grpo_loss(logps, logps.detach(), ref, adv[idx], mask, beta=beta, loss_type=loss_type, max_tokens=T)
+        loss, _ = grpo_loss(
+            logps, logps.detach(), ref, adv[idx], mask, beta=beta, loss_type=loss_type, max_tokens=T
+        )
         w = microbatch_weight(loss_type, lengths[idx], total_seqs=N, total_tokens=int(lengths.sum()))
         (loss * w).backward()
         fast_loss += float(loss) * w
@@ -459,9 +471,13 @@ def test_no_gradient_reaches_the_tools_tokens():
 
 
 # ---- the trainer with tools --------------------------------------------------------------------------
-def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(smollm2, tmp_path):
-    """Two GRPO steps of SmolLM2 (4-bit + LoRA) with the python tool: rewards get the exchange and the
-    counts, metrics count the calls, the LoRA moves; max_tool_calls steered to 0 stops the calls."""
+@pytest.mark.parametrize("rollout_weights", ["merged", "adapter"])
+def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(
+    smollm2, tmp_path, rollout_weights
+):
+    """Two GRPO steps of SmolLM2 (4-bit + LoRA) with the python tool, sampled by the merged copy or the
+    4-bit model with its adapter: rewards get the exchange and the counts, metrics count the calls, the
+    LoRA moves; max_tool_calls steered to 0 stops the calls."""
     from grpo_lite.callbacks import Callback
     from grpo_lite.tool_demo import multiplication_split, tool_demo_config
     from grpo_lite.trainer import GRPOTrainer
@@ -481,11 +497,12 @@ def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(smo
 
     train, _ = multiplication_split()
     cfg = tool_demo_config("smollm2-135m-instruct", tmp_path / "run", seed=0, steps=2, prompts_per_step=2,
-                           group_size=4, micro_batch_size=8, max_new_tokens=40)  # fmt: skip
+                           group_size=4, micro_batch_size=8, max_new_tokens=40, rollout_weights=rollout_weights)  # fmt: skip
     trainer = GRPOTrainer(cfg, train, [answer_and_record], callbacks=[SteerAfterFirstStep()], progress=False)
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     history = trainer.train()
     first, second = history
+    assert first["rollout_weights"] == rollout_weights
     completions, calls, failures = seen[0]
     assert all(isinstance(c, list) and c[0]["role"] == "assistant" for c in completions)
     assert calls == [sum(m["role"] == "tool" for m in c) for c in completions]
@@ -496,10 +513,20 @@ def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(smo
     assert second["changes"] == {"max_tool_calls": 0} and second["max_tool_calls"] == 0
     assert second["tools/calls_per_completion"] == 0 and seen[1][1] == [0] * 8
     assert all(math.isfinite(m["loss"]) for m in history)
-    moved = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, lora[n])]
+    moved = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, lora[n])
+    ]
     assert moved
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["tools/calls_per_completion"] for m in logged] == [m["tools/calls_per_completion"] for m in history]
+    assert [m["tools/calls_per_completion"] for m in logged] == [
+        m["tools/calls_per_completion"] for m in history
+    ]
+    info = json.loads((tmp_path / "run" / "adapter" / "grpo_lite.json").read_text())
+    assert info["tools"] == {"names": ["python"], "format": "plain"}
+    assert (
+        "Trained with tools mid-answer (python; plain format)"
+        in (tmp_path / "run" / "adapter" / "README.md").read_text()
+    )
     # the dashboard's completions panel shows each call's answer
     from grpo_lite.notebook.panels import completions_html
 
@@ -510,7 +537,9 @@ def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(smo
 
 
 def test_config_names_what_is_wrong_with_tools():
-    with pytest.raises(ValueError, match=r"GRPOConfig.tools must be built-in tool names from \['python'\]; got \('shell',\)"):
+    with pytest.raises(
+        ValueError, match=r"GRPOConfig.tools must be built-in tool names from \['python'\]; got \('shell',\)"
+    ):
         GRPOConfig(model="m", tools=("shell",))
     with pytest.raises(ValueError, match="GRPOConfig.sampler must be 'grpo_lite' when tools are on"):
         GRPOConfig(model="m", tools="python", sampler="transformers")
@@ -538,12 +567,55 @@ def test_alarms_fire_when_tool_calls_explode_or_always_fail():
     names = lambda h: [a.name for a in check_alarms(h)]  # noqa: E731
     assert names(_history([0.5, 0.6, 0.5], [0.1, 0.2, 0.1])) == []
     assert names(_history([0.5, 1.0, 1.0, 0.8], [0.0, 1.0, 1.0, 1.0])) == ["tool_failures"]
-    assert names(_history([0.5, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0])) == []  # a step without calls: not "always"
+    assert (
+        names(_history([0.5, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0])) == []
+    )  # a step without calls: not "always"
     assert names(_history([3.5, 3.4, 3.9], [0.0, 0.1, 0.0])) == ["tool_explosion"]  # near max_tool_calls
-    assert names(_history([0.3, 0.3, 0.3, 0.5, 0.8, 1.2, 1.5], [0.0] * 7, limit=8)) == ["tool_explosion"]  # 5x
+    assert names(_history([0.3, 0.3, 0.3, 0.5, 0.8, 1.2, 1.5], [0.0] * 7, limit=8)) == [
+        "tool_explosion"
+    ]  # 5x
     assert names(_history([0.3, 0.3, 0.3, 0.3, 0.3, 0.4, 0.5], [0.0] * 7, limit=8)) == []
     remedy = remedy_for(Alarm("tool_explosion", 3, "", ""), lr=1e-4, temperature=1.0, max_new_tokens=64,
                         max_tool_calls=4)  # fmt: skip
     requested = {}
     remedy.request(type("S", (), {"set_sampling": lambda self, **kw: requested.update(kw)})())
     assert remedy.label == "lower max_tool_calls to 2" and requested == {"max_tool_calls": 2}
+
+
+def test_the_command_line_takes_the_built_in_tools():
+    from grpo_lite.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--model", "m", "--tools", "python", "--max-tool-calls", "3",
+                                      "--tool-format", "plain", "--tool-timeout", "2.5"])  # fmt: skip
+    cfg = config_from_args(args)
+    assert (cfg.tools, cfg.max_tool_calls, cfg.tool_format, cfg.tool_timeout) == (
+        ("python",),
+        3,
+        "plain",
+        2.5,
+    )
+
+
+def test_the_dashboard_steers_max_tool_calls(tiny_model_path, sum_rows, tmp_path):
+    from conftest import digit_share
+    from test_engine import make_cfg
+
+    from grpo_lite.notebook import Dashboard
+    from grpo_lite.trainer import GRPOTrainer
+
+    def widgets(w):
+        return [w, *(x for c in getattr(w, "children", ()) for x in widgets(c))]
+
+    cfg = make_cfg(tiny_model_path, tmp_path / "run", max_steps=2, save_steps=0)
+    plain = Dashboard(GRPOTrainer(cfg, sum_rows, [digit_share], progress=False))
+    assert plain.max_tool_calls not in widgets(plain.widget())  # no tools: no field
+    cfg = cfg.replace(output_dir=str(tmp_path / "tools"), tools=("python",), tool_format="plain")
+    dash = Dashboard(GRPOTrainer(cfg, sum_rows, [digit_share], progress=False))
+    assert dash.max_tool_calls in widgets(dash.widget()) and dash.max_tool_calls.value == 4
+    dash.trainer.train_step()
+    dash.max_tool_calls.value = 1
+    history = dash.trainer.train()
+    assert history[-1]["max_tool_calls"] == 1 and history[-1]["changes"] == {"max_tool_calls": 1}
+    assert "tools/calls_per_completion" in history[-1]
+    dash.max_tool_calls.value = -1
+    assert "max_tool_calls must be an integer &gt;= 0" in dash.status.value

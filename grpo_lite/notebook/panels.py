@@ -20,7 +20,7 @@ def prompt_text(prompt: Any) -> str:
     return str(prompt)
 
 
-def _completion_text(c: Any) -> str:
+def exchange_text(c: Any) -> str:
     """A completion as text; an exchange with tools turn by turn, each tool call's answer marked."""
     if not (isinstance(c, list) and c):
         return str(c)
@@ -56,7 +56,7 @@ def completions_html(latest: dict[str, Any], *, prompts: int = 3) -> str:
 
         def cell(i: int) -> str:
             parts = ", ".join(f"{k}={latest['per_function'][k][i]}" for k in names)
-            return f"{_completion_text(latest['completions'][i])}\n— reward {latest['reward'][i]:.3g} ({parts}), advantage {latest['advantage'][i]:+.3g}"
+            return f"{exchange_text(latest['completions'][i])}\n— reward {latest['reward'][i]:.3g} ({parts}), advantage {latest['advantage'][i]:+.3g}"
 
         rows.append(_row(prompt_text(latest["prompts"][start]), cell(best), cell(worst)))
     return f"<b>step {latest.get('step', '?')}</b>" + TABLE.format(head + "".join(rows))

@@ -25,6 +25,7 @@ completion without the masked gaps) gives the same log-probs as the ones sampled
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,9 +174,9 @@ def decode_with_tools(
             break
         # 3. the calls of the whole batch at once
         order = list(waiting)
-        start = _now()
+        start = time.perf_counter()
         results = toolbox.run([waiting[r] for r in order])
-        tool_seconds += _now() - start
+        tool_seconds += time.perf_counter() - start
         appended: dict[int, list[int]] = {}  # what each row feeds next: its unfed last token, the answer
         for r, call, result in zip(order, [waiting[r] for r in order], results, strict=True):
             exchanges[r] += [
@@ -219,9 +220,3 @@ def decode_with_tools(
         truncated=torch.tensor(truncated, dtype=torch.bool, device=device), exchanges=exchanges,
         tool_seconds=tool_seconds, sampled_logps=logps if with_logps else [],
     )  # fmt: skip
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()

@@ -43,7 +43,7 @@ def bounded(text: str, chars: int) -> str:
     if len(text) <= chars:
         return text
     head, tail = chars - chars // 2, chars // 2
-    return f"{text[:head]}\n... [{len(text) - chars} characters cut] ...\n{text[len(text) - tail:]}"
+    return f"{text[:head]}\n... [{len(text) - chars} characters cut] ...\n{text[len(text) - tail :]}"
 
 
 class ToolBox:
