@@ -344,7 +344,8 @@ def test_the_loop_samples_exactly_the_logprobs_the_loss_scores(smol):
     for i, exchange in enumerate(turns.exchanges):
         answers = [m for m in exchange if m["role"] == "tool"]
         rendered = "".join(Plain(tok).render(None, m["content"]) for m in answers)
-        assert tok.decode(turns.completion_ids[i][turns.tool_mask[i].bool()]) == rendered
+        masked = tok.decode(turns.completion_ids[i][turns.tool_mask[i].bool()])
+        assert masked == rendered or (turns.truncated[i] and rendered.startswith(masked))  # cut by the budget
         for before, answer in zip(exchange, exchange[1:], strict=False):
             if answer["role"] == "tool" and not answer["failed"]:
                 code = Plain().parse(before["content"]).arguments["code"]
@@ -509,7 +510,7 @@ def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(
     assert failures == [sum(m["role"] == "tool" and m["failed"] for m in c) for c in completions]
     assert first["tools/calls_per_completion"] == sum(calls) / 8 > 0
     assert first["tools/failure_rate"] == sum(failures) / sum(calls)
-    assert first["tools/seconds"] > 0 and first["max_tool_calls"] == 2
+    assert first["tools/seconds"] >= 0 and first["max_tool_calls"] == 2
     assert second["changes"] == {"max_tool_calls": 0} and second["max_tool_calls"] == 0
     assert second["tools/calls_per_completion"] == 0 and seen[1][1] == [0] * 8
     assert all(math.isfinite(m["loss"]) for m in history)

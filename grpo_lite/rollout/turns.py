@@ -1,31 +1,35 @@
-"""The decode loop with tools: sample until a row ends or ends a tool call, run the calls, append
-their answers, and go on from the KV cache.
+"""The decode loop with tools: rows sample, stop at the end of a tool call, get the answer appended,
+and go on from the KV cache, while the other rows keep decoding.
 
 Shapes: B prompts, G samples per prompt, N = B*G rows, n rows still in the KV cache, P prompt
 tokens, T completion tokens (the model's and the tools', together at most ``max_new_tokens``), K
-appended tokens, V vocabulary.
+tokens of the longest answer fed at once, V vocabulary.
 
-One round:
+Each step:
 
-1. every row still going samples a token at a time (Gumbel-max, the decode loop's sampling rules,
-   ``decode.sample_tokens``) until it samples EOS or a stop string (done), reaches the token budget
-   (done, truncated), or ends a tool call (``format.parse`` finds one: it waits). A row that waits
-   or is done gets the pad token from then on, masked out of attention, so that it is as if it had
-   not been fed; rows done for good leave the batch once a quarter of it are done.
-2. the waiting rows' calls run all at once (``ToolBox.run``: sandbox workers, time limits);
-3. each answer is rendered as the format writes it (the chat template's tool message), tokenized
-   and appended to its row (``tool_mask`` = 1 there); the appended tokens of all rows go through
-   the model in one call (left-padded, padding masked), a prefill of the appended tokens only;
-4. the next round starts from the logits after each row's last appended token.
+1. every running row samples a token (Gumbel-max, the decode loop's sampling rules,
+   ``decode.sample_tokens``); a row ends at EOS or a stop string (done), at the token budget (done,
+   truncated), or at the end of a tool call (``format.parse`` finds one): its call goes to the tool
+   box's workers at once (the sandbox for ``python``) and the row waits;
+2. answers that have come back are rendered as the format writes them (the chat template's tool
+   message), tokenized and appended to their rows (``tool_mask`` = 1 there);
+3. one forward pass feeds the running rows their new token (a waiting row feeds a masked pad);
+4. the answered rows alone feed their answers (``_prefill_rows``: a prefill of the appended tokens
+   only, their cache rows copied out and the new positions written back, masked for the others).
 
-A row makes at most ``max_tool_calls`` calls; a call past that ends the row (it is not run).
-Positions count only a row's own tokens, so that the sequence the loss scores (prompt, then the
-completion without the masked gaps) gives the same log-probs as the ones sampled from.
+Rows done for good leave the batch at once. When no row runs and no answer is back, the loop waits
+for the first answer (``tool_seconds`` counts that wait).
+
+So a call costs its row the call's time, not the batch: the others keep decoding meanwhile. A row
+makes at most ``max_tool_calls`` calls; a call past that ends the row (it is not run). Positions
+count only a row's own tokens, so that the sequence the loss scores (prompt, then the completion
+without the masked gaps) gives the same log-probs as the ones sampled from (tested).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +65,7 @@ class Turns:
     truncated: torch.Tensor  # (N,) bool: the budget ran out
     exchanges: list[list[dict[str, Any]]]  # (N,) each row's turns: {"role": "assistant", "content"} and
     #                                        {"role": "tool", "name", "arguments", "content", "failed", "seconds"}
-    tool_seconds: float = 0.0  # wall time spent running tools (the sandbox included)
+    tool_seconds: float = 0.0  # wall time the loop waited for tools' answers with nothing to decode
     sampled_logps: list[list[float]] = field(default_factory=list)  # (N,) per model token, when asked
 
 
@@ -82,141 +86,205 @@ def decode_with_tools(
                 logits_to_keep=1)  # fmt: skip
     cache = getattr(out, arg)
     cache.batch_repeat_interleave(group_size)  # one prefill per prompt, shared by its G rows
-    logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (N, V)
+    logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (n, V)
     attention = prompt_mask.repeat_interleave(group_size, dim=0)  # (n, L) over the cache's positions
     next_pos = positions[:, -1].repeat_interleave(group_size) + 1  # (n,) each row's next position
-
-    ids = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (N, T)
-    tool = torch.zeros((N, max_new_tokens), dtype=torch.long, device=device)  # (N, T)
-    length = [0] * N
-    truncated = [False] * N
-    calls = [0] * N
-    segment_start = [0] * N
-    exchanges: list[list[dict[str, Any]]] = [[] for _ in range(N)]
-    logps: list[list[float]] = [[] for _ in range(N)]
-    eos = torch.tensor(eos_ids, device=device)
+    rows = _Rows(N, max_new_tokens, pad_id, device, tokenizer)
     user_stops = tuple(stop_strings)
     stops = _stop_criteria(tokenizer, user_stops + tuple(tool_format.stop_strings))
-    rows = list(range(N))  # the row of ``ids`` of each sequence in the cache
-    tool_seconds = 0.0
-
-    def segment_text(r: int) -> str:
-        return str(tokenizer.decode(ids[r, segment_start[r] : length[r]].tolist(), skip_special_tokens=True))
-
-    while rows:
-        n = len(rows)
-        running = torch.ones(n, dtype=torch.bool, device=device)
-        waiting: dict[int, Any] = {}  # row -> its call
-        noise = torch.empty(logits.shape, dtype=torch.float32, device=device)
+    order = list(range(N))  # the row of each sequence in the cache
+    hot = set(order)  # rows whose ``logits`` are fresh: they sample next
+    pending: dict[int, tuple[Any, Future[Any]]] = {}  # waiting row -> (its call, its answer to come)
+    waited = 0.0
+    noise = torch.empty(logits.shape, dtype=torch.float32, device=device)  # (N, V) reused every token
+    pool = ThreadPoolExecutor(max_workers=max(1, getattr(toolbox, "workers", 4)))
+    try:
         while True:
-            # 1. one token for each row still running
-            token = sample_tokens(
-                logits, temperature=temperature, top_k=top_k, top_p=top_p, noise=noise[: len(rows)]
-            )
-            token = token.masked_fill(~running, pad_id)  # (n,)
-            if with_logps:
-                lp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(1, token[:, None])[:, 0]
-            live = running.nonzero().squeeze(1).tolist()
-            row_t = torch.tensor(rows, device=device)
-            at = torch.tensor(length, device=device)[row_t]  # (n,)
-            ids[row_t[running], at[running]] = token[running]
-            for i in live:
-                length[rows[i]] += 1
-                if with_logps:
-                    logps[rows[i]].append(float(lp[i]))
-            ended = running & torch.isin(token, eos)  # (n,)
-            cols = at[:, None] + 1 - TAIL + torch.arange(TAIL, device=device)  # (n, TAIL) the last TAIL
-            tails = ids[row_t[:, None], cols.clamp(0, max_new_tokens - 1)].masked_fill(
-                cols < 0, pad_id
-            )  # (n, TAIL)
-            flagged = (running & ~ended & stops(tails, None)).nonzero().squeeze(1).tolist()
-            ended_list = set(ended.nonzero().squeeze(1).tolist())
-            for i in flagged:
-                r = rows[i]
-                text = segment_text(r)
-                if any(text.endswith(s) for s in user_stops):
-                    ended_list.add(i)
-                    continue
-                call = tool_format.parse(text)
-                if call is not None:
-                    if calls[r] < max_tool_calls:
-                        waiting[r] = call
-                    else:
-                        ended_list.add(i)  # a call past max_tool_calls ends the answer, unrun
-                    running[i] = False
-            for i in live:
-                if i not in ended_list and rows[i] not in waiting and length[rows[i]] >= max_new_tokens:
-                    ended_list.add(i)
-                    truncated[rows[i]] = True
-            for i in ended_list:
-                running[i] = False
-                exchanges[rows[i]].append({"role": "assistant", "content": segment_text(rows[i])})
-            fed = torch.zeros_like(running)
-            fed[live] = True  # this step's tokens go into the cache, the last one of a waiting row too
-            if not bool(running.any()):
-                unfed = {rows[i]: int(token[i]) for i in live if rows[i] in waiting}
-                break
-            # rows done for good leave the batch once they are a quarter of it (their cache too)
-            done = [i for i in range(len(rows)) if not running[i] and rows[i] not in waiting]
-            if 4 * len(done) >= len(rows):
-                keep = [i for i in range(len(rows)) if i not in set(done)]
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                rows, running, token, fed = [rows[i] for i in keep], running[index], token[index], fed[index]
-                attention, next_pos = attention[index], next_pos[index]
-            # 2. feed the tokens just sampled; a row that sampled none feeds a masked pad, keeps its position
-            attention = torch.cat([attention, fed.long()[:, None]], dim=1)
-            out = model(input_ids=token[:, None], attention_mask=attention, position_ids=next_pos[:, None],
-                        use_cache=True, **{arg: cache})  # fmt: skip
-            next_pos = next_pos + fed.long()
-            logits = out.logits[:, -1]  # (n, V)
-        if not waiting:
-            break
-        # 3. the calls of the whole batch at once
-        order = list(waiting)
-        start = time.perf_counter()
-        results = toolbox.run([waiting[r] for r in order])
-        tool_seconds += time.perf_counter() - start
-        appended: dict[int, list[int]] = {}  # what each row feeds next: its unfed last token, the answer
-        for r, call, result in zip(order, [waiting[r] for r in order], results, strict=True):
-            exchanges[r] += [
-                {"role": "assistant", "content": segment_text(r)},
-                {"role": "tool", "name": result.name, "arguments": result.arguments, "content": result.output,
-                 "failed": result.failed, "seconds": result.seconds},
-            ]  # fmt: skip
-            calls[r] += 1
-            answer = tokenizer(tool_format.render(call, result.output), add_special_tokens=False)["input_ids"]
-            room = max_new_tokens - length[r]
-            if len(answer) >= room:  # no room left to answer after it: the row ends, truncated
-                answer, truncated[r] = answer[:room], True
-            ids[r, length[r] : length[r] + len(answer)] = torch.tensor(answer, dtype=torch.long)
-            tool[r, length[r] : length[r] + len(answer)] = 1
-            length[r] += len(answer)
-            segment_start[r] = length[r]
-            if not truncated[r]:
-                appended[r] = ([unfed[r]] if r in unfed else []) + answer
-        keep = [i for i, r in enumerate(rows) if r in appended]
-        if not keep:
-            break
-        index = torch.tensor(keep, device=device)
-        cache.batch_select_indices(index)
-        rows, attention, next_pos = [rows[i] for i in keep], attention[index], next_pos[index]
-        # 4. the answers through the model at once: a prefill of the appended tokens only
-        K = max(len(appended[r]) for r in rows)
-        block = torch.full((len(rows), K), pad_id, dtype=torch.long, device=device)  # (n, K) left-padded
-        block_mask = torch.zeros((len(rows), K), dtype=attention.dtype, device=device)
-        for i, r in enumerate(rows):
-            block[i, K - len(appended[r]) :] = torch.tensor(appended[r], dtype=torch.long)
-            block_mask[i, K - len(appended[r]) :] = 1
-        attention = torch.cat([attention, block_mask], dim=1)
-        block_pos = next_pos[:, None] + (block_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, K)
-        out = model(input_ids=block, attention_mask=attention, position_ids=block_pos, use_cache=True,
-                    logits_to_keep=1, **{arg: cache})  # fmt: skip
-        next_pos = next_pos + block_mask.sum(dim=1)
-        logits = out.logits[:, -1]  # (n, V)
-    T = max(max(length), 1)
-    return Turns(
-        completion_ids=ids[:, :T], lengths=torch.tensor(length, device=device), tool_mask=tool[:, :T],
-        truncated=torch.tensor(truncated, dtype=torch.bool, device=device), exchanges=exchanges,
-        tool_seconds=tool_seconds, sampled_logps=logps if with_logps else [],
-    )  # fmt: skip
+            feed: dict[int, list[int]] = {}  # row -> the token it feeds this step
+            if hot:  # 1. one token for each running row
+                token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                      noise=noise[: len(order)]).tolist()  # fmt: skip
+                lp = torch.log_softmax(logits.float() / temperature, dim=-1) if with_logps else None
+                for i, r in enumerate(order):
+                    if r in hot:
+                        rows.append(r, [token[i]])
+                        feed[r] = [token[i]]
+                        if lp is not None:
+                            rows.logps[r].append(float(lp[i, token[i]]))
+                ended = {r for r in feed if feed[r][0] in eos_ids}
+                live = [r for r in feed if r not in ended]
+                for r, hit in zip(live, stops(rows.tails(live), None).tolist() if live else [], strict=True):
+                    if not hit:
+                        continue
+                    text = rows.segment_text(r)
+                    if any(text.endswith(s) for s in user_stops):
+                        ended.add(r)
+                    elif (call := tool_format.parse(text)) is not None and rows.calls[r] >= max_tool_calls:
+                        ended.add(r)  # a call past max_tool_calls ends the answer, unrun
+                    elif call is not None:  # its last token is still fed: the cache holds the whole call
+                        rows.close_segment(r)
+                        pending[r] = (call, pool.submit(toolbox.call, call))
+                for r in live:
+                    if r not in ended and r not in pending and rows.length[r] >= max_new_tokens:
+                        ended.add(r)
+                        rows.truncated[r] = True
+                for r in ended:
+                    rows.close_segment(r)
+                    feed.pop(r)  # done: nothing more goes into its cache
+            # 2. the answers that have come back
+            answers: dict[int, list[int]] = {}
+            for r in [r for r, (_, future) in pending.items() if future.done()]:
+                call, future = pending.pop(r)
+                tokens = rows.answer(r, future.result(), tool_format.render(call, future.result().output))
+                if tokens:
+                    answers[r] = tokens
+            if not feed and not answers:
+                if not pending:
+                    break
+                start = time.perf_counter()  # nothing to compute: wait for the first answer
+                wait([future for _, future in pending.values()], return_when=FIRST_COMPLETED)
+                waited += time.perf_counter() - start
+                continue
+            # rows done for good leave the batch at once (their cache too): with tools, rows end at
+            # scattered times, and a done row kept in the batch costs a masked pad every step
+            done = [i for i, r in enumerate(order) if r not in feed and r not in answers and r not in pending]
+            if done:
+                keep = torch.tensor([i for i in range(len(order)) if i not in set(done)], device=device)
+                cache.batch_select_indices(keep)
+                order = [order[i] for i in keep.tolist()]
+                attention, next_pos, logits = attention[keep], next_pos[keep], logits[keep]
+            # 3. the new tokens of the running rows through the model: one pass, a masked pad for the others
+            if feed:
+                fed = torch.tensor([r in feed for r in order], device=device)
+                token_in = torch.tensor([feed.get(r, [pad_id])[-1] for r in order], device=device)
+                attention = torch.cat([attention, fed.to(attention.dtype)[:, None]], dim=1)
+                out = model(input_ids=token_in[:, None], attention_mask=attention, position_ids=next_pos[:, None],
+                            use_cache=True, **{arg: cache})  # fmt: skip
+                next_pos = next_pos + fed.long()
+                logits = out.logits[:, -1]  # (n, V), fresh for the rows that fed a token
+            # 4. the answers through the model, only the rows that have one (a prefill of those tokens)
+            if answers:
+                at = [order.index(r) for r in answers]
+                attention, next_pos, fresh = _prefill_rows(model, cache, arg, attention, next_pos, at,
+                                                           list(answers.values()), pad_id)  # fmt: skip
+                logits = logits.clone()
+                logits[torch.tensor(at, device=device)] = fresh
+            hot = {r for r in (*feed, *answers) if r not in pending}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return rows.turns(waited, with_logps)
+
+
+def _prefill_rows(
+    model: Any, cache: Any, arg: str, attention: torch.Tensor, next_pos: torch.Tensor, at: list[int],
+    blocks: list[list[int]], pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Feed ``blocks`` (a tool's answer each) to the cache rows ``at`` only: their cache copied out, the
+    blocks (left-padded to the longest, K) through the model, the K new cache positions written back
+    for those rows and masked for every other row. Returns the new attention mask (n, L+K), positions
+    (n,) and the (len(at), V) logits after each block. A cache of other layers than transformers'
+    ``DynamicLayer`` (a sliding window) gets the blocks of every row at once instead, padding masked."""
+    from transformers import DynamicCache
+
+    device, n, K = attention.device, attention.shape[0], max(len(b) for b in blocks)
+    index = torch.tensor(at, device=device)
+    block = torch.full((len(at), K), pad_id, dtype=torch.long)
+    block_mask = torch.zeros((len(at), K), dtype=attention.dtype)
+    for i, b in enumerate(blocks):
+        block[i, K - len(b) :] = torch.tensor(b, dtype=torch.long)
+        block_mask[i, K - len(b) :] = 1
+    block, block_mask = block.to(device), block_mask.to(device)
+    positions = next_pos[index][:, None] + (block_mask.cumsum(dim=1) - 1).clamp(min=0)  # (a, K)
+    whole = torch.zeros((n, K), dtype=attention.dtype, device=device)
+    whole[index] = block_mask
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        ids = torch.full((n, K), pad_id, dtype=torch.long, device=device)
+        ids[index] = block
+        all_positions = next_pos[:, None].expand(n, K).clone()
+        all_positions[index] = positions
+        out = model(input_ids=ids, attention_mask=torch.cat([attention, whole], dim=1), position_ids=all_positions,
+                    use_cache=True, logits_to_keep=1, **{arg: cache})  # fmt: skip
+        logits = out.logits[index, -1]
+    else:
+        sub = DynamicCache()
+        for i, layer in enumerate(layers):
+            sub.update(layer.keys[index], layer.values[index], i)
+        out = model(input_ids=block, attention_mask=torch.cat([attention[index], block_mask], dim=1),
+                    position_ids=positions, use_cache=True, logits_to_keep=1, **{arg: sub})  # fmt: skip
+        L = layers[0].keys.shape[-2]
+        for layer, new in zip(layers, sub.layers, strict=True):
+            for name in ("keys", "values"):
+                old = getattr(layer, name)  # (n, heads, L, d)
+                grown = torch.cat([old, old.new_zeros(old.shape[0], old.shape[1], K, old.shape[3])], dim=-2)
+                grown[index, :, L:] = getattr(new, name)[:, :, L:]
+                setattr(layer, name, grown)
+        logits = out.logits[:, -1]
+    next_pos = next_pos.clone()
+    next_pos[index] += block_mask.sum(dim=1)
+    return torch.cat([attention, whole], dim=1), next_pos, logits
+
+
+class _Rows:
+    """The completions being written: ids, tool mask, lengths, segments, the exchange of each row."""
+
+    def __init__(
+        self, N: int, max_new_tokens: int, pad_id: int, device: torch.device, tokenizer: Any
+    ) -> None:
+        self.ids = torch.full((N, max_new_tokens), pad_id, dtype=torch.long)  # (N, T) on the CPU
+        self.tool = torch.zeros((N, max_new_tokens), dtype=torch.long)  # (N, T)
+        self.length, self.calls, self.segment_start = [0] * N, [0] * N, [0] * N
+        self.truncated = [False] * N
+        self.exchanges: list[list[dict[str, Any]]] = [[] for _ in range(N)]
+        self.logps: list[list[float]] = [[] for _ in range(N)]
+        self.max_new_tokens, self.pad_id, self.device, self.tokenizer = (
+            max_new_tokens,
+            pad_id,
+            device,
+            tokenizer,
+        )
+
+    def append(self, r: int, tokens: list[int], *, tool: bool = False) -> None:
+        n = self.length[r]
+        self.ids[r, n : n + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        self.tool[r, n : n + len(tokens)] = int(tool)
+        self.length[r] += len(tokens)
+
+    def tails(self, rs: list[int]) -> torch.Tensor:
+        """(len(rs), TAIL) the last TAIL tokens of rows ``rs``, left-padded: where stop strings are sought."""
+        out = torch.full((len(rs), TAIL), self.pad_id, dtype=torch.long)
+        for k, r in enumerate(rs):
+            tail = self.ids[r, max(0, self.length[r] - TAIL) : self.length[r]]
+            out[k, TAIL - len(tail) :] = tail
+        return out
+
+    def segment_text(self, r: int) -> str:
+        """What the model wrote since the last tool answer (or the start)."""
+        ids = self.ids[r, self.segment_start[r] : self.length[r]].tolist()
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def close_segment(self, r: int) -> None:
+        self.exchanges[r].append({"role": "assistant", "content": self.segment_text(r)})
+
+    def answer(self, r: int, result: Any, rendered: str) -> list[int]:
+        """Append a tool's answer to row ``r``; the tokens to feed, [] when the budget is spent (the
+        row ends, truncated)."""
+        self.exchanges[r].append({"role": "tool", "name": result.name, "arguments": result.arguments,
+                                  "content": result.output, "failed": result.failed, "seconds": result.seconds})  # fmt: skip
+        self.calls[r] += 1
+        tokens = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        room = self.max_new_tokens - self.length[r]
+        if len(tokens) >= room:  # no room left to answer after it: the row ends, truncated
+            tokens, self.truncated[r] = tokens[:room], True
+        self.append(r, tokens, tool=True)
+        self.segment_start[r] = self.length[r]
+        return [] if self.truncated[r] else tokens
+
+    def turns(self, waited: float, with_logps: bool) -> Turns:
+        T = max(max(self.length), 1)
+        d = self.device
+        return Turns(
+            completion_ids=self.ids[:, :T].to(d), lengths=torch.tensor(self.length, device=d),
+            tool_mask=self.tool[:, :T].to(d), truncated=torch.tensor(self.truncated, dtype=torch.bool, device=d),
+            exchanges=self.exchanges, tool_seconds=waited, sampled_logps=self.logps if with_logps else [],
+        )  # fmt: skip
