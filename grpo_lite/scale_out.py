@@ -68,6 +68,11 @@ NO_EQUIVALENT = {
     "keep_checkpoints": "mapped to TRL's save_total_limit when > 0",
     "run_name": "mapped to TRL's run_name when set (TRL names the run after its output dir otherwise)",
     "log_completions_every": "mapped to TRL's log_completions (on or off: TRL logs them at every logging step)",
+    "tools": "refused when set: TRL runs tools in the trainer's process, and grpo-lite hands no model-written code to it",
+    "tool_format": "dropped (used only with tools, which scale-out refuses)",
+    "max_tool_calls": "dropped (used only with tools, which scale-out refuses)",
+    "tool_timeout": "dropped (used only with tools, which scale-out refuses)",
+    "tool_output_chars": "dropped (used only with tools, which scale-out refuses)",
 }
 
 
@@ -76,6 +81,11 @@ def trl_args(
 ) -> dict[str, Any]:
     """TRL GRPOConfig keyword arguments for ``cfg``. Raises if the installed TRL lacks a field we map
     to (TRL renames fields between versions: that must fail loudly, not silently)."""
+    if cfg.tools:
+        raise ValueError(
+            f"GRPOConfig.tools={list(cfg.tools)}: scale-out does not hand runs with tools to TRL (its tools run "
+            "in the trainer's process, without grpo-lite's sandbox); train with tools on one GPU"
+        )
     total = cfg.prompts_per_step * cfg.group_size  # completions per optimizer step
     per_step = cfg.micro_batch_size * num_gpus
     if total % per_step:

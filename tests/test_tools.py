@@ -620,3 +620,12 @@ def test_the_dashboard_steers_max_tool_calls(tiny_model_path, sum_rows, tmp_path
     assert "tools/calls_per_completion" in history[-1]
     dash.max_tool_calls.value = -1
     assert "max_tool_calls must be an integer &gt;= 0" in dash.status.value
+
+
+def test_scale_out_refuses_to_hand_a_run_with_tools_to_trl():
+    from grpo_lite.scale_out import trl_args
+
+    with pytest.raises(
+        ValueError, match=r"GRPOConfig.tools=\['python'\]: scale-out does not hand runs with tools"
+    ):
+        trl_args(GRPOConfig(model="m", tools=("python",)))
