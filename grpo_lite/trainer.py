@@ -141,12 +141,8 @@ class GRPOTrainer:
             elif self.step == step_at_start:  # model and optimizer hold the last completed step
                 set_rng_state(rng_at_step_start)
             path = self.interrupted_at = self.save_checkpoint(interrupted=True)
-            log.warning(
-                "interrupted at step %d; checkpoint in %s (resume with resume_from=%r)",
-                self.step,
-                path,
-                str(path),
-            )
+            log.warning("interrupted at step %d; checkpoint in %s (resume with resume_from=%r)",
+                        self.step, path, str(path))  # fmt: skip
             self.steering.stop()
         else:
             self.save_checkpoint()
@@ -206,13 +202,12 @@ class GRPOTrainer:
         self.step += 1
         self._optimizer_steps_taken = 0
         t_end = time.perf_counter()
-        times = {
-            "generate": t_gen - t0,
-            "score": t_score - t_gen,
-            "reference": t_ref - t_score,
-            "train": t_end - t_ref,
-        }
-        self._keep_rollout(scored, scores, rewards, adv)
+        times = {"generate": t_gen - t0, "score": t_score - t_gen, "reference": t_ref - t_score,
+                 "train": t_end - t_ref}  # fmt: skip
+        # the latest step's completions with their scores, as the rewards saw them (the notebook's
+        # completions panel; its reward editor re-scores them), published whole: another thread reads it
+        self.last_rollout = scored | {"step": self.step, "per_function": scores.per_function,
+                                      "reward": rewards.tolist(), "advantage": adv.tolist()}  # fmt: skip
         metrics = self.run_facts() | weights_in_force(self.rewards) | step_metrics(
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
@@ -341,19 +336,6 @@ class GRPOTrainer:
         self.history.append(metrics)
         for cb in self.callbacks:
             cb.on_step_end(self, metrics)
-
-    def _keep_rollout(
-        self, scored: dict[str, Any], scores: Any, rewards: torch.Tensor, adv: torch.Tensor
-    ) -> None:
-        """The latest step's completions with their scores, as the rewards saw them (the notebook's
-        completions panel; its reward editor re-scores them). Published whole once scored, since the
-        notebook may read it from another thread."""
-        self.last_rollout = scored | {
-            "step": self.step,
-            "per_function": scores.per_function,
-            "reward": rewards.tolist(),
-            "advantage": adv.tolist(),
-        }
 
     # ---- optimizer, run directory, checkpoints -----------------------------------------------------
     def run_facts(self) -> dict[str, Any]:

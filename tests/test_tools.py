@@ -222,6 +222,17 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+def _accepted(server: socket.socket) -> int:
+    """Connections waiting on ``server`` (its accept times out when there are none)."""
+    n = 0
+    with contextlib.suppress(OSError):
+        while True:
+            server.accept()[0].close()
+            n += 1
+    time.sleep(0.2)  # a signal sent just before is delivered by now
+    return n
+
+
 def test_model_code_called_as_a_tool_reaches_nothing_of_the_trainer(tmp_path, monkeypatch):
     """Each probe reaches the trainer when run bare (the control); through the python tool it gets
     nothing, and the loop costs its time limit."""
@@ -249,12 +260,7 @@ def test_model_code_called_as_a_tool_reaches_nothing_of_the_trainer(tmp_path, mo
         # the control: each probe, run bare as the trainer's child, does reach the trainer
         bare = {name: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
                 for name, code in probes.items()}  # fmt: skip
-        accepted_bare = 0
-        with contextlib.suppress(OSError):
-            while True:
-                server.accept()[0].close()
-                accepted_bare += 1
-        time.sleep(0.2)
+        accepted_bare = _accepted(server)
         # (/proc/PID/environ holds the environment the trainer started with: its PATH at least)
         assert secret in bare["environment"].stdout and "PATH=" in bare["trainer's environ"].stdout
         assert secret in bare["token file"].stdout and outside.exists() and received and accepted_bare == 1
@@ -269,12 +275,7 @@ def test_model_code_called_as_a_tool_reaches_nothing_of_the_trainer(tmp_path, mo
         start = time.perf_counter()
         results = box.run(calls)
         took = time.perf_counter() - start
-        accepted = 0
-        with contextlib.suppress(OSError):
-            while True:
-                server.accept()[0].close()
-                accepted += 1
-        time.sleep(0.2)
+        accepted = _accepted(server)
     finally:
         signal.signal(signal.SIGUSR1, previous)
         server.close()

@@ -78,20 +78,13 @@ def decode_with_tools(
 ) -> Turns:  # fmt: skip
     """Sample G completions per prompt (``prompt_ids``, ``prompt_mask``: (B, P) left-padded, on the
     model's device) with tool calls answered in between; see the module docstring."""
-    B, P = prompt_ids.shape
-    N, device = B * group_size, prompt_ids.device
-    arg = cache_argument(model)
-    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1)  # fmt: skip
-    cache = getattr(out, arg)
-    cache.batch_repeat_interleave(group_size)  # one prefill per prompt, shared by its G rows
-    logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (n, V)
-    attention = prompt_mask.repeat_interleave(group_size, dim=0)  # (n, L) over the cache's positions
-    next_pos = positions[:, -1].repeat_interleave(group_size) + 1  # (n,) each row's next position
+    N, device, arg = prompt_ids.shape[0] * group_size, prompt_ids.device, cache_argument(model)
+    # one prefill per prompt, shared by its G rows: the cache, (n, V) logits, (n, L) attention over the
+    # cache's positions, (n,) each row's next position
+    cache, logits, attention, next_pos = _prefill_prompts(model, arg, prompt_ids, prompt_mask, group_size)
     rows = _Rows(N, max_new_tokens, pad_id, device, tokenizer)
-    user_stops = tuple(stop_strings)
-    stops = _stop_criteria(tokenizer, user_stops + tuple(tool_format.stop_strings))
+    stops = _stop_criteria(tokenizer, tuple(stop_strings) + tuple(tool_format.stop_strings))
+    rules = _Ends(eos_ids, tuple(stop_strings), stops, tool_format, max_tool_calls, max_new_tokens)
     order = list(range(N))  # the row of each sequence in the cache
     hot = set(order)  # rows whose ``logits`` are fresh: they sample next
     pending: dict[int, tuple[Any, Future[Any]]] = {}  # waiting row -> (its call, its answer to come)
@@ -100,44 +93,22 @@ def decode_with_tools(
     pool = ThreadPoolExecutor(max_workers=max(1, getattr(toolbox, "workers", 4)))
     try:
         while True:
-            feed: dict[int, list[int]] = {}  # row -> the token it feeds this step
-            if hot:  # 1. one token for each running row
+            # 1. one token for each running row; the calls that end go to the workers at once
+            feed: dict[int, int] = {}  # row -> the token it feeds this step
+            if hot:
                 token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                       noise=noise[: len(order)]).tolist()  # fmt: skip
                 lp = torch.log_softmax(logits.float() / temperature, dim=-1) if with_logps else None
                 for i, r in enumerate(order):
                     if r in hot:
                         rows.append(r, [token[i]])
-                        feed[r] = [token[i]]
+                        feed[r] = token[i]
                         if lp is not None:
                             rows.logps[r].append(float(lp[i, token[i]]))
-                ended = {r for r in feed if feed[r][0] in eos_ids}
-                live = [r for r in feed if r not in ended]
-                for r, hit in zip(live, stops(rows.tails(live), None).tolist() if live else [], strict=True):
-                    if not hit:
-                        continue
-                    text = rows.segment_text(r)
-                    if any(text.endswith(s) for s in user_stops):
-                        ended.add(r)
-                    elif (call := tool_format.parse(text)) is not None and rows.calls[r] >= max_tool_calls:
-                        ended.add(r)  # a call past max_tool_calls ends the answer, unrun
-                    elif call is not None:  # its last token is still fed: the cache holds the whole call
-                        rows.close_segment(r)
-                        pending[r] = (call, pool.submit(toolbox.call, call))
-                for r in live:
-                    if r not in ended and r not in pending and rows.length[r] >= max_new_tokens:
-                        ended.add(r)
-                        rows.truncated[r] = True
-                for r in ended:
-                    rows.close_segment(r)
-                    feed.pop(r)  # done: nothing more goes into its cache
-            # 2. the answers that have come back
-            answers: dict[int, list[int]] = {}
-            for r in [r for r, (_, future) in pending.items() if future.done()]:
-                call, future = pending.pop(r)
-                tokens = rows.answer(r, future.result(), tool_format.render(call, future.result().output))
-                if tokens:
-                    answers[r] = tokens
+                for r, call in rules.apply(rows, feed).items():
+                    pending[r] = (call, pool.submit(toolbox.call, call))
+            # 2. the answers that have come back, appended to their rows
+            answers = rows.take_answers(pending, tool_format)
             if not feed and not answers:
                 if not pending:
                     break
@@ -156,7 +127,7 @@ def decode_with_tools(
             # 3. the new tokens of the running rows through the model: one pass, a masked pad for the others
             if feed:
                 fed = torch.tensor([r in feed for r in order], device=device)
-                token_in = torch.tensor([feed.get(r, [pad_id])[-1] for r in order], device=device)
+                token_in = torch.tensor([feed.get(r, pad_id) for r in order], device=device)
                 attention = torch.cat([attention, fed.to(attention.dtype)[:, None]], dim=1)
                 out = model(input_ids=token_in[:, None], attention_mask=attention, position_ids=next_pos[:, None],
                             use_cache=True, **{arg: cache})  # fmt: skip
@@ -173,6 +144,20 @@ def decode_with_tools(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return rows.turns(waited, with_logps)
+
+
+def _prefill_prompts(
+    model: Any, arg: str, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefill each prompt once and repeat its cache G times (as ``cache.CacheSteps`` does)."""
+    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P) left padding aware
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1)  # fmt: skip
+    cache = getattr(out, arg)
+    cache.batch_repeat_interleave(group_size)
+    logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (N, V)
+    attention = prompt_mask.repeat_interleave(group_size, dim=0)  # (N, P)
+    return cache, logits, attention, positions[:, -1].repeat_interleave(group_size) + 1
 
 
 def _prefill_rows(
@@ -225,6 +210,46 @@ def _prefill_rows(
     return torch.cat([attention, whole], dim=1), next_pos, logits
 
 
+@dataclass(frozen=True)
+class _Ends:
+    """Where a row's turn ends: EOS or a stop string (done), the token budget (done, truncated), a
+    complete tool call (it waits for the answer), a call past ``max_tool_calls`` (done, unrun)."""
+
+    eos_ids: list[int]
+    user_stops: tuple[str, ...]
+    stops: Any  # transformers' StopStringCriteria over the user's stop strings and the format's
+    tool_format: Any
+    max_tool_calls: int
+    max_new_tokens: int
+
+    def apply(self, rows: _Rows, fed: dict[int, int]) -> dict[int, Any]:
+        """Check the rows that just sampled the tokens ``fed`` (row -> token); the ones that are done
+        leave ``fed`` and have their last turn closed. Returns the calls to run: row -> call (those
+        rows still feed their last token, so that the cache holds the whole call)."""
+        ended = {r for r, t in fed.items() if t in self.eos_ids}
+        live = [r for r in fed if r not in ended]
+        calls: dict[int, Any] = {}
+        for r, hit in zip(live, self.stops(rows.tails(live), None).tolist() if live else [], strict=True):
+            if not hit:
+                continue
+            text = rows.segment_text(r)
+            if any(text.endswith(s) for s in self.user_stops):
+                ended.add(r)
+            elif (call := self.tool_format.parse(text)) is not None and rows.calls[r] >= self.max_tool_calls:
+                ended.add(r)  # a call past max_tool_calls ends the answer, unrun
+            elif call is not None:
+                rows.close_segment(r)
+                calls[r] = call
+        for r in live:
+            if r not in ended and r not in calls and rows.length[r] >= self.max_new_tokens:
+                ended.add(r)
+                rows.truncated[r] = True
+        for r in ended:
+            rows.close_segment(r)
+            fed.pop(r)  # done: nothing more goes into its cache
+        return calls
+
+
 class _Rows:
     """The completions being written: ids, tool mask, lengths, segments, the exchange of each row."""
 
@@ -265,6 +290,20 @@ class _Rows:
 
     def close_segment(self, r: int) -> None:
         self.exchanges[r].append({"role": "assistant", "content": self.segment_text(r)})
+
+    def take_answers(
+        self, pending: dict[int, tuple[Any, Future[Any]]], tool_format: Any
+    ) -> dict[int, list[int]]:
+        """The answers that have come back (taken out of ``pending``), appended to their rows; returns
+        row -> the answer's tokens to feed, for the rows that go on (not those out of budget)."""
+        answers = {}
+        for r in [r for r, (_, future) in pending.items() if future.done()]:
+            call, future = pending.pop(r)
+            result = future.result()
+            tokens = self.answer(r, result, tool_format.render(call, result.output))
+            if tokens:
+                answers[r] = tokens
+        return answers
 
     def answer(self, r: int, result: Any, rendered: str) -> list[int]:
         """Append a tool's answer to row ``r``; the tokens to feed, [] when the budget is spent (the
