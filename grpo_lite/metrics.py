@@ -69,7 +69,8 @@ def step_metrics(
 
 def tool_metrics(rollout: Rollout) -> dict[str, float]:
     """With tools: calls per completion, the share of calls that failed (0 with no call), and the
-    seconds the calls took (the sandbox included; ``tokens_per_sec`` leaves them out)."""
+    seconds the rollout waited for answers with nothing else to decode (``tokens_per_sec`` leaves
+    them out; calls run while other rows decode)."""
     columns = rollout.tool_columns()
     if not columns:
         return {}

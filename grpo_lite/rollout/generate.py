@@ -31,7 +31,7 @@ class Rollout:
     prompt_texts: list[str]  # (N,) rendered prompt text
     tool_mask: torch.Tensor | None = None  # (N, T) 1 on tokens a tool wrote (its answers); None: no tools
     exchanges: list[list[dict[str, Any]]] | None = None  # (N,) with tools: assistant and tool turns
-    tool_seconds: float = 0.0  # wall time of the tool calls (the sandbox included)
+    tool_seconds: float = 0.0  # time the rollout waited for tools' answers with nothing to decode
 
     @property
     def loss_mask(self) -> torch.Tensor:
