@@ -81,9 +81,7 @@ class GRPOTrainer:
             if isinstance(reward_funcs, Combined)
             else combine(*reward_funcs, weights=reward_weights)
         )
-        self.sampling = Sampling(
-            cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, cfg.max_tool_calls
-        )
+        self.sampling = Sampling.of(cfg)
         self.steering = Steering(lambda: self.rewards.names)
         self.step = 0
         self.interrupted_at: Path | None = None  # the checkpoint written when Ctrl-C stopped the run
@@ -97,6 +95,7 @@ class GRPOTrainer:
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the model")
         self.model, self.tokenizer = model, tokenizer
+        self._tool_functions = tuple(tools)  # a branch gets them too
         self.tools = tool_use(cfg.tools, tools, cfg, tokenizer)  # None: no tools
         self.device = next(model.parameters()).device
         self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, self.device)
@@ -382,7 +381,7 @@ class GRPOTrainer:
         run_name = f"{self.cfg.run_name or self.run_dir.resolve().name}-{target.name}"
         return GRPOTrainer(
             self.cfg.replace(output_dir=str(target), run_name=run_name), self.data.rows, self.rewards,
-            model=self.model, tokenizer=self.tokenizer, resume_from=checkpoint,
+            model=self.model, tokenizer=self.tokenizer, resume_from=checkpoint, tools=self._tool_functions,
             progress=any(isinstance(cb, ProgressBar) for cb in self.callbacks),
         )  # fmt: skip
 

@@ -630,3 +630,17 @@ def test_scale_out_refuses_to_hand_a_run_with_tools_to_trl():
         ValueError, match=r"GRPOConfig.tools=\['python'\]: scale-out does not hand runs with tools"
     ):
         trl_args(GRPOConfig(model="m", tools=("python",)))
+
+
+def test_a_branch_keeps_the_runs_own_tools(tiny_model_path, sum_rows, tmp_path):
+    from conftest import digit_share
+    from test_engine import make_cfg
+
+    from grpo_lite.trainer import GRPOTrainer
+
+    cfg = make_cfg(tiny_model_path, tmp_path / "run", max_steps=1, save_steps=1).replace(tools=("python",))
+    trainer = GRPOTrainer(cfg, sum_rows, [digit_share], tools=[multiply], progress=False)
+    assert trainer.tools.box.names == ["python", "multiply"] and trainer.sampling.max_tool_calls == 4
+    trainer.train()
+    branch = trainer.branch(1)
+    assert branch.tools.box.names == ["python", "multiply"] and branch.tools.format.name == "plain"

@@ -18,6 +18,11 @@ class Sampling:
     max_new_tokens: int
     max_tool_calls: int = 0  # tool calls per completion (runs with tools only)
 
+    @classmethod
+    def of(cls, cfg: Any) -> Sampling:
+        """The settings a ``GRPOConfig`` starts a run with."""
+        return cls(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, cfg.max_tool_calls)
+
     def check(self) -> None:
         """The config's rules (``config.SAMPLING_RULES``), for a change requested mid-run."""
         for name, (ok, allowed) in SAMPLING_RULES.items():
