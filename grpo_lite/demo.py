@@ -35,17 +35,6 @@ P_RIGHT = 0.4  # share of correct labels in the warm start; the rest are a+b+1
 MODEL_VERSION = "tiny-arith-v1"
 
 
-def one_digit_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """SmolLM2's task, (train rows, held-out rows): "What is a + b?" (a, b in 1-9) and "What is a * b?"
-    (a, b in 2-9) as chat prompts, the answer in the ``answer`` column; 145 problems, 48 held out."""
-    problems = [(f"What is {a} + {b}?", a + b) for a in range(1, 10) for b in range(1, 10)]
-    problems += [(f"What is {a} * {b}?", a * b) for a in range(2, 10) for b in range(2, 10)]
-    random.Random(SPLIT_SEED).shuffle(problems)
-    rows = [{"prompt": [{"role": "user", "content": q}], "answer": str(a)} for q, a in problems]
-    held = len(rows) // 3
-    return rows[held:], rows[:held]
-
-
 def arithmetic_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The tiny model's task, (train rows, held-out rows): chat prompts ``a+b=``, answers in ``answer``."""
     pairs = [(a, b) for a in range(OPERANDS) for b in range(OPERANDS)]
@@ -121,7 +110,8 @@ def smollm2_config(
     model: str | Path, output_dir: Path, *, seed: int, steps: int, compute_dtype: ComputeDtype = "auto"
 ) -> GRPOConfig:
     """SmolLM2's settings: 4 prompts x 8 completions of up to 16 tokens a step, LoRA rank 16 on every
-    linear layer, 4-bit NF4, learning rate 5e-4 (high for LoRA, which a 40-step run needs)."""
+    linear layer, 4-bit NF4, learning rate 5e-4 (high for LoRA, which a 40-step run needs); a task
+    changes what it needs (``Task.settings``: the token budget, stop strings)."""
     return GRPOConfig(
         model=str(model), output_dir=str(output_dir), load_in_4bit=True, max_new_tokens=16, group_size=8,
         prompts_per_step=4, micro_batch_size=32, learning_rate=5e-4, lora_rank=16, lora_alpha=32,
@@ -131,76 +121,117 @@ def smollm2_config(
 
 @dataclass(frozen=True)
 class DemoRun:
-    """What a demo trains with: rows, settings, rewards; ``eval_reward`` scores the held-out rows."""
+    """What a demo trains with: rows, settings, rewards; ``measures`` judge the held-out rows
+    (``eval_reward`` is the first, accuracy)."""
 
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]]
     cfg: GRPOConfig
     reward_funcs: list[Callable[..., Any]]
     reward_weights: list[float]
-    eval_reward: Callable[..., Any]
+    measures: dict[str, Callable[..., Any]]
+    task: str = "arithmetic"
+
+    @property
+    def eval_reward(self) -> Callable[..., Any]:
+        return self.measures["accuracy"]
 
 
 def demo_run(
-    model: str, output_dir: str | Path, *, seed: int = 0, steps: int | None = None, **settings: Any
+    model: str,
+    output_dir: str | Path,
+    *,
+    task: str = "arithmetic",
+    naive: bool = False,
+    seed: int = 0,
+    steps: int | None = None,
+    **settings: Any,
 ) -> DemoRun:
-    """The demo of ``model`` (one of DEMO_MODELS), built on first use; ``steps`` defaults to 40
-    (SmolLM2) or 80 (tiny); ``settings`` override GRPOConfig fields (e.g. ``compute_dtype``)."""
+    """The demo of ``task`` (one of ``grpo_lite.tasks.TASKS``) on ``model`` (one of DEMO_MODELS), built
+    on first use; ``steps`` defaults to the task's (tiny: 80); ``naive`` trains on the task's naive
+    reward (reward hacking shown); ``settings`` override GRPOConfig fields (e.g. ``compute_dtype``)."""
     from grpo_lite.offline import resolve_model
-    from rewards import answer_tag_format, exact_answer, last_number_accuracy
+    from grpo_lite.tasks import get_task
+    from rewards import answer_tag_format, exact_answer
 
     if model not in DEMO_MODELS:
         raise ValueError(f"--model must be one of {', '.join(DEMO_MODELS)}; got {model!r}")
+    chosen = get_task(task)
     if steps is not None and steps <= 0:
         raise ValueError(f"--steps must be > 0; got {steps}")
-    rewards: list[Callable[..., Any]]
+    if naive and chosen.naive is None:
+        tasks_with = [name for name, t in _tasks().items() if t.naive is not None]
+        raise ValueError(
+            f"--naive: task {task!r} has no naive reward; tasks with one: {', '.join(tasks_with)}"
+        )
     if model == "tiny":
+        if task != "arithmetic":
+            raise ValueError(
+                f"--task {task} needs --model smollm2-135m-instruct (the tiny model knows only sums)"
+            )
         train, held = arithmetic_split()
         cfg = demo_config(demo_model(), Path(output_dir), seed=seed, steps=steps or 80)
-        rewards, weights = [exact_answer, answer_tag_format], [1.0, 0.1]
-    else:
-        train, held = one_digit_split()
-        cfg = smollm2_config(resolve_model(model), Path(output_dir), seed=seed, steps=steps or 40)
-        rewards, weights = [last_number_accuracy], [1.0]
-    return DemoRun(train, held, cfg.replace(**settings), rewards, weights, eval_reward=rewards[0])
+        return DemoRun(train, held, cfg.replace(**settings), [exact_answer, answer_tag_format], [1.0, 0.1],
+                       {"accuracy": exact_answer})  # fmt: skip
+    train, held = chosen.split()
+    cfg = smollm2_config(resolve_model(model), Path(output_dir), seed=seed, steps=steps or chosen.steps)
+    funcs, weights = chosen.naive if naive and chosen.naive else (chosen.rewards, chosen.weights)
+    return DemoRun(train, held, cfg.replace(**chosen.settings, **settings), list(funcs), list(weights),
+                   dict(chosen.measures), task=task)  # fmt: skip
+
+
+def _tasks() -> dict[str, Any]:
+    from grpo_lite.tasks import TASKS
+
+    return TASKS
 
 
 def run_demo(
     output_dir: str | Path,
     *,
     model: str = "smollm2-135m-instruct",
+    task: str = "arithmetic",
+    naive: bool = False,
     seed: int = 0,
     steps: int | None = None,
     overwrite: bool = False,
     compute_dtype: ComputeDtype = "auto",
 ) -> dict[str, Any]:
-    """Train ``model`` (one of DEMO_MODELS) with GRPO; measure held-out greedy accuracy before and after.
-    ``seconds`` counts everything, the first use's download and conversion included."""
-    from grpo_lite.evaluate import accuracy
+    """Train ``model`` on ``task`` with GRPO; measure held-out greedy accuracy (and the task's other
+    measures) before and after. ``seconds`` counts everything, the first use's download and
+    conversion included. The held-out completions before and after go to ``held_out.jsonl``."""
+    from grpo_lite.evaluate import held_out_scores
     from grpo_lite.offline import WEIGHTS_NOTE
     from grpo_lite.trainer import GRPOTrainer
 
     start, output_dir = time.perf_counter(), Path(output_dir)
-    demo = demo_run(model, output_dir, seed=seed, steps=steps, compute_dtype=compute_dtype)
+    demo = demo_run(
+        model, output_dir, task=task, naive=naive, seed=seed, steps=steps, compute_dtype=compute_dtype
+    )
     cfg, held = demo.cfg, demo.eval_rows
     trainer = GRPOTrainer(
         cfg, demo.train_rows, demo.reward_funcs, reward_weights=demo.reward_weights, overwrite=overwrite
     )
-    before = accuracy(
-        trainer.model, trainer.tokenizer, held, demo.eval_reward, max_new_tokens=cfg.max_new_tokens
-    )
-    print(
-        f"held-out greedy accuracy before training: {100 * before:.0f}% of {len(held)} problems", flush=True
-    )
+
+    def measure() -> tuple[dict[str, float], list[str]]:
+        return held_out_scores(trainer.model, trainer.tokenizer, held, demo.measures,
+                               max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)  # fmt: skip
+
+    before, texts_before = measure()
+    print(f"held-out greedy before training: {_says(before)} of {len(held)} problems", flush=True)
     history = trainer.train()
-    after = accuracy(
-        trainer.model, trainer.tokenizer, held, demo.eval_reward, max_new_tokens=cfg.max_new_tokens
-    )
+    after, texts_after = measure()
+    print(f"held-out greedy after training:  {_says(after)}", flush=True)
     summary = {
         "model": model,
+        "task": task,
+        "naive": naive,
+        "rewards": {name: w for name, w in zip(trainer.rewards.names, demo.reward_weights, strict=True)},
         "weights": WEIGHTS_NOTE if model == "smollm2-135m-instruct" else "built by grpo_lite.demo",
-        "accuracy_before": before,
-        "accuracy_after": after,
+        "accuracy_before": before["accuracy"],
+        "accuracy_after": after["accuracy"],
+        "before": before,
+        "after": after,
         "held_out_problems": len(held),
         "steps": len(history),
         "seed": seed,
@@ -209,5 +240,12 @@ def run_demo(
         "device": str(trainer.device),
         "compute_dtype": history[-1]["compute_dtype"] if history else None,
     }
+    with open(output_dir / "held_out.jsonl", "w") as f:
+        for row, b, a in zip(held, texts_before, texts_after, strict=True):
+            f.write(json.dumps({"prompt": row["prompt"], "before": b, "after": a}) + "\n")
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _says(shares: dict[str, float]) -> str:
+    return ", ".join(f"{name} {100 * v:.0f}%" for name, v in shares.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,8 +21,10 @@ def greedy_completions(
     max_new_tokens: int,
     batch_size: int = 64,
     max_prompt_tokens: int = 1024,
+    stop_strings: Sequence[str] = (),
 ) -> list[str]:
-    """Greedy completions (text, EOS left out) for prompts given as strings or chat messages."""
+    """Greedy completions (text, EOS left out) for prompts given as strings or chat messages; a
+    completion ends with the first of ``stop_strings`` it writes (kept), as in training."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -40,11 +43,52 @@ def greedy_completions(
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 use_cache=True,
+                **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
             )  # (b, P+T)
-            out += tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+            texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+            out += [_cut_at_stop(t, stop_strings) for t in texts]
     finally:
         model.train(was_training)
     return out
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` up to and with the first stop string (a batch goes on until all its rows stopped)."""
+    ends = [text.find(s) + len(s) for s in stop_strings if s in text]
+    return text[: min(ends)] if ends else text
+
+
+def held_out_scores(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    measures: dict[str, Callable[..., Sequence[Any]]],
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 64,
+) -> tuple[dict[str, float], list[str]]:
+    """One greedy completion per row, scored by every measure (the share of rows it gives 1.0):
+    ({name: share}, completions)."""
+    prompts = [row["prompt"] for row in rows]
+    texts = greedy_completions(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        stop_strings=stop_strings,
+    )
+    completions: list[Any] = [
+        [{"role": "assistant", "content": t}] if is_chat(p) else t
+        for p, t in zip(prompts, texts, strict=True)
+    ]
+    columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"}
+    shares = {
+        name: sum(1 for s in fn(prompts=prompts, completions=completions, **columns) if s == 1.0) / len(rows)
+        for name, fn in measures.items()
+    }
+    return shares, texts
 
 
 def accuracy(
@@ -57,25 +101,16 @@ def accuracy(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     base: bool = False,
+    stop_strings: Sequence[str] = (),
 ) -> float:
     """Share of rows whose greedy completion gets reward 1.0. ``base=True`` disables the adapters."""
-    prompts = [row[prompt_column] for row in rows]
-    if base:
-        with adapters_disabled(model):
-            texts = greedy_completions(
-                model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
-            )
-    else:
-        texts = greedy_completions(
-            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
-        )
-    completions: list[Any] = [
-        [{"role": "assistant", "content": t}] if is_chat(p) else t
-        for p, t in zip(prompts, texts, strict=True)
+    rows = [
+        {"prompt": row[prompt_column], **{k: v for k, v in row.items() if k != prompt_column}} for row in rows
     ]
-    columns = {k: [row[k] for row in rows] for k in rows[0] if k != prompt_column}
-    scores = reward(prompts=prompts, completions=completions, **columns)
-    return sum(1 for s in scores if s == 1.0) / len(rows)
+    with adapters_disabled(model) if base else contextlib.nullcontext():
+        shares, _ = held_out_scores(model, tokenizer, rows, {"accuracy": reward}, max_new_tokens=max_new_tokens,
+                                    stop_strings=stop_strings, batch_size=batch_size)  # fmt: skip
+    return shares["accuracy"]
 
 
 def evaluate_model(

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from grpo_lite.packing import packed_hidden
+
 CHUNK_BYTES = 64 * 2**20  # one fp32 slice of logits at most this large
 
 
@@ -203,8 +205,10 @@ def completion_logprobs(
     temperature: float,
     chunk_tokens: int = 0,
     with_entropy: bool = False,
+    pack: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (and optionally entropies) of the completion tokens of prompt+completion sequences.
+    """Log-probs (and optionally entropies) of the completion tokens of prompt+completion sequences;
+    ``pack``: rows that share a prompt go through the model as one sequence (``grpo_lite.packing``).
 
     Args:
         input_ids: (N, P+T) left-padded prompt followed by the completion.
@@ -215,11 +219,14 @@ def completion_logprobs(
     """
     lm: Any = base_lm(model)
     T = completion_mask.shape[1]
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P+T) left padding aware
-    hidden = lm.get_decoder()(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state  # (N, P+T, H)
-    hidden = hidden[:, -T - 1 : -1]  # (N, T, H): the state before each completion token predicts it
+    if pack:
+        hidden = packed_hidden(lm.get_decoder(), input_ids, attention_mask, T)  # (N, T, H)
+    else:
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P+T) left padding aware
+        hidden = lm.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (N, P+T, H)
+        hidden = hidden[:, -T - 1 : -1]  # (N, T, H): the state before each completion token predicts it
     rows = completion_mask.bool()  # (N, T)
     weight = lm.get_output_embeddings().weight  # (V, H)
     head = head_spec(lm, temperature)

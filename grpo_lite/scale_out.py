@@ -55,6 +55,7 @@ NO_EQUIVALENT = {
     "max_prompt_tokens": "dropped: TRL 1.x does not truncate prompts; keep prompts short in the data",
     "stop_strings": "dropped: TRL stops at EOS only",
     "logprob_chunk_tokens": "dropped: TRL computes log-probs its own way",
+    "pack_prompts": "dropped: TRL computes log-probs its own way",
     "backend": "dropped: TRL loads with transformers (Unsloth has its own TRL patches)",
     "device": "dropped: accelerate places the model",
     "adapter": "dropped: TRL starts a fresh LoRA on the base model",

@@ -310,11 +310,11 @@ class GRPOTrainer:
     def _completion_logprobs(
         self, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *, with_entropy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-token log-probs at the sampling temperature in force (see logprobs.completion_logprobs)."""
-        return completion_logprobs(
-            self.model, ids, attn, mask, temperature=self.sampling.temperature,
-            chunk_tokens=self.cfg.logprob_chunk_tokens, with_entropy=with_entropy,
-        )  # fmt: skip
+        """Per-token log-probs at the sampling temperature in force (see logprobs.completion_logprobs);
+        packed by prompt where asked, but with Unsloth, whose attention takes no custom mask."""
+        return completion_logprobs(self.model, ids, attn, mask, temperature=self.sampling.temperature,
+                                   chunk_tokens=self.cfg.logprob_chunk_tokens, with_entropy=with_entropy,
+                                   pack=self.cfg.pack_prompts and self.backend != "unsloth")  # fmt: skip
 
     def _micro_batches(self, indices: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(indices, self.cfg.micro_batch_size)) if len(indices) else []

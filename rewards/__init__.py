@@ -11,6 +11,7 @@ from rewards.code import code_unit_tests, extract_code
 from rewards.combine import Combined, NamedReward, RewardFunctionError, Scores, combine, source_of
 from rewards.exact import answer_tag_format, exact_answer
 from rewards.format import soft_format, strict_format, tag_count
+from rewards.json_fields import json_exact, json_fields
 from rewards.length import overlong_penalty
 from rewards.text import completion_text
 
@@ -25,6 +26,8 @@ __all__ = [
     "completion_text",
     "exact_answer",
     "extract_code",
+    "json_exact",
+    "json_fields",
     "last_number_accuracy",
     "math_accuracy",
     "overlong_penalty",

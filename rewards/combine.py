@@ -147,9 +147,13 @@ class Combined:
                 errors[r.name], per_function[r.name] = f"{type(err).__name__}: {err}", [None] * n
                 timed_out.append(r.name)
                 continue
-            except Exception:  # isolate: one broken reward must not stop training
+            except Exception:  # isolate: one broken completion must not cost the others their scores
                 errors[r.name] = traceback.format_exc()
-                per_function[r.name] = [None] * n
+                per_function[r.name] = self._one_by_one(r, prompts, completions, columns, time_limit, stop)
+                failed = [i for i, v in enumerate(per_function[r.name]) if v is None]
+                errors[r.name] += (
+                    f"\n{r.name} raised on the batch; scored one by one, completions {failed} failed"
+                )
                 continue
             per_function[r.name] = check_values(r.name, raw, n)
         total = []
@@ -158,6 +162,39 @@ class Combined:
             got = [w * v for w, v in parts if v is not None]
             total.append(sum(got) if got else math.nan)
         return Scores(total=total, per_function=per_function, errors=errors, timed_out=timed_out)
+
+    @staticmethod
+    def _one_by_one(
+        r: NamedReward,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        columns: dict[str, Sequence[Any]],
+        time_limit: float | None,
+        stop: Callable[[], bool] | None,
+    ) -> list[float | None]:
+        """``r`` on each completion alone, after it raised on the batch: the completions it raises on
+        score None, the others keep their values. With ``time_limit``, the whole pass is bounded by it
+        (the completions not reached score None)."""
+        out: list[float | None] = []
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        for i in range(len(completions)):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                out.append(None)
+                continue
+            kwargs = {"prompts": [prompts[i]], "completions": [completions[i]],
+                      **{k: [v[i]] for k, v in columns.items()}}  # fmt: skip
+            try:
+                if left is None:
+                    raw = r.fn(**kwargs)
+                else:
+                    raw = call_bounded(r.fn, kwargs, left, name=r.name, source=r.source, stop=stop)
+                out += check_values(r.name, raw, 1)
+            except RewardFunctionError:
+                raise  # a broken contract stops the run, as on the batch
+            except Exception:  # this completion's failure; the next one is tried on its own
+                out.append(None)
+        return out
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any

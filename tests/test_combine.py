@@ -1,6 +1,7 @@
 """The reward combinator: weights, None/NaN, error isolation, contract errors naming the function."""
 
 import math
+import time
 
 import pytest
 
@@ -81,3 +82,29 @@ def test_replace_function_keeps_weight_and_source():
     assert c.rewards[0].fn is ones  # the original is unchanged
     with pytest.raises(KeyError, match="have \\['ones'\\]"):
         c.replace_function("missing", ones)
+
+
+def test_a_reward_that_fails_on_one_completion_costs_only_that_completion():
+    """The batch call raises; scored one by one, the completion it fails on scores None (left out of
+    the total) and the others keep their values; the error names the reward and the completion."""
+    import json
+
+    def parse(prompts, completions, **kw):
+        return [float(json.loads(c)["x"]) for c in completions]  # raises on the one that is not JSON
+
+    s = combine(ones, parse).score(["p"] * 3, ['{"x": 2}', "not json", '{"x": 0.5}'])
+    assert s.per_function["parse"] == [2.0, None, 0.5]
+    assert s.total == [3.0, 1.0, 1.5]  # the failing completion keeps the other reward's value
+    assert "JSONDecodeError" in s.errors["parse"] and "parse raised on the batch" in s.errors["parse"]
+    assert "completions [1] failed" in s.errors["parse"]
+
+    # bounded: with a time limit the one-by-one pass stops at it, the rest score None
+    def slow_then_boom(prompts, completions, **kw):
+        if len(completions) > 1:
+            raise ValueError("batch")
+        time.sleep(0.3)
+        return [1.0]
+
+    s = combine(slow_then_boom).score(["p"] * 10, ["a"] * 10, time_limit=1.0)
+    assert 1 <= sum(v == 1.0 for v in s.per_function["slow_then_boom"]) <= 4
+    assert s.per_function["slow_then_boom"][-1] is None

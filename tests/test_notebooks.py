@@ -93,3 +93,24 @@ def test_tools(offline_env, tmp_path):
     assert float(found[3]) - float(found[1]) >= 20, found[0]
     assert outputs(nb, "image/png"), "the dashboard's plot was not rendered"
     assert (tmp_path / "runs" / "tools" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_tasks(offline_env, tmp_path, monkeypatch):
+    """05_tasks, as CI runs it: the JSON task, 2 steps with the dashboard, base and trained side by side,
+    and the reward editor testing an edit of the JSON reward's key weights on the last completions. The
+    task is built so that the base is neither hopeless nor done: 20-60% of the 60 held-out sentences."""
+    monkeypatch.setenv("GRPO_LITE_TASK", "json")
+    monkeypatch.setenv("GRPO_LITE_TASK_STEPS", "2")
+    nb = run_notebook("05_tasks.ipynb", tmp_path)
+    text = text_of(nb)
+    html = "".join(o["data"]["text/html"] for o in outputs(nb, "text/html"))
+    assert "json: a sentence with facts -> a JSON object" in text and "--- base model:\n{" in text
+    found = re.search(r"held-out greedy accuracy: base ([\d.]+)% -> trained ([\d.]+)% \(60 problems\)", text)
+    assert found and 20 <= float(found[1]) <= 60, text[-3000:]
+    assert (
+        'key_weights = {"name": 1.0, "age": 1.0, "city": 1.0}' in text
+    )  # the reward, as the editor shows it
+    assert "scored 32 completions" in html and "edited" in html  # the edit tested next to the current scores
+    assert "base (adapters off)" in html  # the side-by-side panel
+    assert outputs(nb, "image/png"), "the dashboard's plot was not rendered"
+    assert (tmp_path / "runs" / "tasks-json" / "adapter" / "adapter_model.safetensors").exists()

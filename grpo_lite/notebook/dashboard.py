@@ -345,7 +345,8 @@ class Dashboard(Callback):
         assert self.eval_rows is not None and self.eval_reward is not None
         t = self.trainer
         acc = accuracy(t.model, t.tokenizer, self.eval_rows, self.eval_reward,
-                       prompt_column=t.cfg.prompt_column, max_new_tokens=t.sampling.max_new_tokens)  # fmt: skip
+                       prompt_column=t.cfg.prompt_column, max_new_tokens=t.sampling.max_new_tokens,
+                       stop_strings=t.cfg.stop_strings)  # fmt: skip
         self.eval_points.append((t.step, acc))
         return acc
 
@@ -370,10 +371,14 @@ class Dashboard(Callback):
         from grpo_lite.evaluate import greedy_completions
         from grpo_lite.logprobs import adapters_disabled
 
-        t, n = self.trainer, self.trainer.sampling.max_new_tokens
+        t, n, stops = self.trainer, self.trainer.sampling.max_new_tokens, self.trainer.cfg.stop_strings
         with adapters_disabled(t.model):
-            base = greedy_completions(t.model, t.tokenizer, self.compare_prompts, max_new_tokens=n)
-        trained = greedy_completions(t.model, t.tokenizer, self.compare_prompts, max_new_tokens=n)
+            base = greedy_completions(
+                t.model, t.tokenizer, self.compare_prompts, max_new_tokens=n, stop_strings=stops
+            )
+        trained = greedy_completions(
+            t.model, t.tokenizer, self.compare_prompts, max_new_tokens=n, stop_strings=stops
+        )
         rows = [
             (panels.prompt_text(p), b, a) for p, b, a in zip(self.compare_prompts, base, trained, strict=True)
         ]

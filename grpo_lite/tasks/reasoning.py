@@ -1,0 +1,102 @@
+"""The reasoning task: two-step word problems answered in DeepSeek-R1's format.
+
+"Ann has 7 pens. She buys 5 more, then gives 3 away. How many pens does Ann have now?" — the answer
+is wanted as ``<think>...</think><answer>N</answer>``. The prompt is plain text (no chat template):
+an instruction and two worked examples, then the question, so the model continues the pattern; a
+completion ends at ``</answer>`` or when it starts a new question. Rewards, as in R1: ``math_accuracy``
+(the number in ``<answer>`` equals the gold one; nothing is read from ``<think>``, several
+disagreeing answers score 0) plus the format at weight 0.2, paid only with the right answer
+(``strict_format_if_right``). Held-out measures: right (``math_accuracy``) and formatted
+(``strict_format``). The naive variant (``demo --task reasoning --naive``) pays the format whether the
+answer is right or not, as R1 did: on SmolLM2-135M it is gamed (README, *Reward hacking*).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+SPLIT_SEED = 3141
+HELD_OUT = 60
+TRAIN = 240
+NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun")
+PRONOUN = {"Ann": "She", "Cara": "She", "Fay": "She", "Hana": "She", "Jun": "She"}
+ITEMS = ("pens", "apples", "stickers", "coins", "books", "marbles", "cards", "shells")
+MORE = ("buys {n} more", "finds {n} more", "gets {n} more")
+LESS = ("gives {n} away", "loses {n}", "sells {n}")
+EXAMPLES = (
+    "Solve each problem. Think inside <think> </think>, then give only the number inside <answer> </answer>.\n\n"
+    "Question: Tom has 5 cups. He buys 2 more, then gives 4 away. How many cups does Tom have now?\n"
+    "<think>5 + 2 = 7. 7 - 4 = 3.</think><answer>3</answer>\n\n"
+    "Question: Mia has 9 coins. She loses 6, then finds 3 more. How many coins does Mia have now?\n"
+    "<think>9 - 6 = 3. 3 + 3 = 6.</think><answer>6</answer>\n\n"
+)
+
+
+def problem(name: str, item: str, start: int, first: int, second: int) -> tuple[str, int]:
+    """The question and its answer: ``start``, then ``first`` and ``second`` added (> 0) or taken
+    away (< 0), in that order."""
+
+    def phrase(n: int, salt: int) -> str:
+        options = MORE if n > 0 else LESS
+        return options[(start + salt) % len(options)].format(n=abs(n))
+
+    pronoun = PRONOUN.get(name, "He")
+    text = (
+        f"{name} has {start} {item}. {pronoun} {phrase(first, 0)}, then {phrase(second, 1)}. "
+        f"How many {item} does {name} have now?"
+    )
+    return text, start + first + second
+
+
+def reasoning_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train rows, held-out rows): chat prompts asking for the R1 format, the number in ``answer``;
+    every intermediate count stays >= 0; no question is in both."""
+    rng = random.Random(SPLIT_SEED)
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    while len(rows) < TRAIN + HELD_OUT:
+        start = rng.randint(2, 6)
+        first = rng.choice([1, -1]) * rng.randint(1, 3)
+        second = rng.choice([1, -1]) * rng.randint(1, 3)
+        if start + first < 0 or start + first + second < 0:
+            continue
+        text, answer = problem(rng.choice(NAMES), rng.choice(ITEMS), start, first, second)
+        if text in seen:
+            continue
+        seen.add(text)
+        rows.append({"prompt": f"{EXAMPLES}Question: {text}\n", "answer": str(answer)})
+    return rows[HELD_OUT:], rows[:HELD_OUT]
+
+
+# The rewards import what they use inside themselves: the dashboard's reward editor compiles an
+# edited copy of their source on its own, so it must stand alone.
+def math_accuracy(
+    prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any
+) -> list[float]:
+    """1.0 when the number in ``<answer>`` equals the gold one (``rewards.math_accuracy``)."""
+    from rewards import math_accuracy as right
+
+    return right(prompts, completions, answer)
+
+
+def strict_format_if_right(
+    prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any
+) -> list[float]:
+    """1.0 for exactly ``<think>...</think><answer>N</answer>`` with the right N (``rewards.strict_format``
+    with ``require_correct=True``): the format alone never pays."""
+    from rewards import strict_format
+
+    return strict_format(prompts, completions, require_correct=True, answer=answer)
+
+
+def strict_format(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 for exactly ``<think>...</think><answer>...</answer>`` and nothing else, right or not
+    (``rewards.strict_format``): the held-out format measure, and the naive reward's format part."""
+    from rewards import strict_format as exact_form
+
+    return exact_form(prompts, completions)
+
+
+__all__ = ["math_accuracy", "reasoning_split", "strict_format", "strict_format_if_right"]
