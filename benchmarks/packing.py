@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p_ids, p_mask = encode_prompts(texts, tok, max_prompt_tokens=512, chat=[is_chat(p) for p in prompts])
     G, T = 8, args.completion_tokens
     g = torch.Generator().manual_seed(0)
-    ids = torch.cat([p_ids.repeat_interleave(G, 0), torch.randint(100, 40000, (4 * G, T), generator=g)], dim=1)
+    ids = torch.cat(
+        [p_ids.repeat_interleave(G, 0), torch.randint(100, 40000, (4 * G, T), generator=g)], dim=1
+    )
     attn = torch.cat([p_mask.repeat_interleave(G, 0), torch.ones(4 * G, T, dtype=torch.long)], dim=1)
     cmask = torch.ones(4 * G, T, dtype=torch.long)
     model.train()

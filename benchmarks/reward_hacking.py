@@ -57,14 +57,18 @@ def draw(naive: dict[str, Any], honest: dict[str, Any], path: Path) -> None:
     for ax, run, title in ((axes[0], naive, "trained on code_compiles (naive)"),
                            (axes[1], honest, "trained on code_unit_tests (honest)")):  # fmt: skip
         steps = [m["step"] for m in run["history"]]
-        for key, label, style in (
-            ("rewards/code_compiles/mean", "defines f and parses (naive reward)", "-"),
-            ("rewards/code_unit_tests/mean", "hidden unit tests passed", "-"),
+        for key, label, color in (
+            ("rewards/code_compiles/mean", "defines f and parses (naive reward)", "tab:orange"),
+            ("rewards/code_unit_tests/mean", "hidden unit tests passed", "tab:blue"),
         ):
             values = [m.get(key) for m in run["history"]]
             if any(v is not None for v in values):
                 ax.plot(
-                    steps, [float("nan") if v is None else v for v in values], style, label=label, linewidth=2
+                    steps,
+                    [float("nan") if v is None else v for v in values],
+                    color=color,
+                    label=label,
+                    linewidth=2,
                 )
         fired = [
             m["step"]

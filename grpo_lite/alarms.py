@@ -53,9 +53,10 @@ def format_without_accuracy(history: History) -> Alarm | None:
 
 
 def proxy_without_tests(history: History) -> Alarm | None:
-    """A proxy for working code ("it compiles", "it runs") rising while the unit tests' pass rate
-    does not follow (rises by less than a quarter as much): the model games the proxy. The tests'
-    reward need not train: logged at weight 0 it still shows the truth."""
+    """A proxy for working code ("it compiles", "it runs") paid to most completions while few pass the
+    unit tests (the proxy's mean over the last steps >= 0.8, the tests' <= a quarter of it), or the
+    proxy rising while the tests' pass rate does not follow (rises by less than a quarter as much):
+    the model games the proxy. The tests' reward need not train: logged at weight 0 it shows the truth."""
     if len(history) < 2 * WINDOW:
         return None
     proxies = _reward_keys(history, ("compiles", "runs", "prints"))
@@ -63,12 +64,15 @@ def proxy_without_tests(history: History) -> Alarm | None:
     before, now = history[-2 * WINDOW : -WINDOW], history[-WINDOW:]
     for p in proxies:
         rise = _mean(now, p) - _mean(before, p)
-        lagging = all(_mean(now, t) - _mean(before, t) < 0.25 * rise for t in tests)
-        if rise > 0.1 and tests and lagging:
+        lagging = rise > 0.1 and all(_mean(now, t) - _mean(before, t) < 0.25 * rise for t in tests)
+        apart = _mean(now, p) >= 0.8 and all(_mean(now, t) <= 0.25 * _mean(now, p) for t in tests)
+        if tests and (lagging or apart):
+            name = p.split("/")[1]
             return Alarm("reward_hacking", history[-1]["step"],
-                         f"{p.split('/')[1]} is rising while the unit tests' pass rate is not",
+                         f"{name} pays {100 * _mean(now, p):.0f}% while the unit tests pass "
+                         f"{100 * max(_mean(now, t) for t in tests):.0f}%: the proxy is gamed",
                          "train on what the tests check (code_unit_tests), not on a proxy",
-                         reward=p.split("/")[1])  # fmt: skip
+                         reward=name)  # fmt: skip
     return None
 
 

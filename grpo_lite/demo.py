@@ -27,6 +27,7 @@ import torch
 
 from grpo_lite.config import ComputeDtype, GRPOConfig
 from grpo_lite.offline import build_once, cache_dir
+from grpo_lite.tasks import TASKS, get_task
 
 DEMO_MODELS = ("smollm2-135m-instruct", "tiny")
 OPERANDS = 20  # tiny: problems a+b with a, b in [0, 20): 400 in all
@@ -151,7 +152,6 @@ def demo_run(
     on first use; ``steps`` defaults to the task's (tiny: 80); ``naive`` trains on the task's naive
     reward (reward hacking shown); ``settings`` override GRPOConfig fields (e.g. ``compute_dtype``)."""
     from grpo_lite.offline import resolve_model
-    from grpo_lite.tasks import get_task
     from rewards import answer_tag_format, exact_answer
 
     if model not in DEMO_MODELS:
@@ -160,7 +160,7 @@ def demo_run(
     if steps is not None and steps <= 0:
         raise ValueError(f"--steps must be > 0; got {steps}")
     if naive and chosen.naive is None:
-        tasks_with = [name for name, t in _tasks().items() if t.naive is not None]
+        tasks_with = [name for name, t in TASKS.items() if t.naive is not None]
         raise ValueError(
             f"--naive: task {task!r} has no naive reward; tasks with one: {', '.join(tasks_with)}"
         )
@@ -178,12 +178,6 @@ def demo_run(
     funcs, weights = chosen.naive if naive and chosen.naive else (chosen.rewards, chosen.weights)
     return DemoRun(train, held, cfg.replace(**chosen.settings, **settings), list(funcs), list(weights),
                    dict(chosen.measures), task=task)  # fmt: skip
-
-
-def _tasks() -> dict[str, Any]:
-    from grpo_lite.tasks import TASKS
-
-    return TASKS
 
 
 def run_demo(

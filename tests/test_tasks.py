@@ -222,9 +222,8 @@ def test_an_unknown_task_lists_the_valid_ones(capsys):
         get_task("poetry")
     with pytest.raises(SystemExit):
         main(["demo", "--task", "poetry"])
-    assert (
-        "invalid choice: 'poetry'" in capsys.readouterr().err and "code" in capsys.readouterr().err + "code"
-    )
+    err = capsys.readouterr().err
+    assert "invalid choice: 'poetry'" in err and all(f"'{name}'" in err for name in TASKS)
 
 
 def test_naive_only_where_a_task_has_one_and_tiny_only_for_arithmetic():
@@ -250,20 +249,27 @@ def stream(compiles, tests):
             for i, (c, t) in enumerate(zip(compiles, tests, strict=True))]  # fmt: skip
 
 
-def test_the_hacking_alarm_fires_when_the_proxy_rises_and_the_tests_do_not():
+def test_the_hacking_alarm_fires_when_the_proxy_pays_and_the_tests_do_not():
     from grpo_lite.alarms import check_alarms, remedy_for
 
-    rising = [0.5] * 5 + [0.9] * 5
-    fired = [a for a in check_alarms(stream(rising, [0.05] * 5 + [0.07] * 5)) if a.name == "reward_hacking"]
+    def hacking(stream_):
+        return [a for a in check_alarms(stream_) if a.name == "reward_hacking"]
+
+    rising = [0.5] * 5 + [0.75] * 5
+    fired = hacking(stream(rising, [0.05] * 5 + [0.07] * 5))  # rises by 0.25, the tests by 0.02
     assert len(fired) == 1 and fired[0].reward == "code_compiles" and fired[0].step == 10
-    assert "code_compiles is rising while the unit tests' pass rate is not" in fired[0].message
+    assert fired[0].message == "code_compiles pays 75% while the unit tests pass 7%: the proxy is gamed"
     remedy = remedy_for(fired[0], lr=1e-4, temperature=1.0, max_new_tokens=64)
     assert remedy is not None and remedy.label == "set code_compiles weight to 0"
-    # the tests follow the proxy (rise by a quarter of its rise or more): learning, not hacking
-    assert not [a for a in check_alarms(stream(rising, [0.1] * 5 + [0.2] * 5)) if a.name == "reward_hacking"]
+    # the measured naive run: the proxy saturated by step 3, the tests at a few percent (noise rising)
+    assert hacking(
+        stream([0.47, 0.91, 1, 1, 1, 0.97, 1, 1, 1, 1], [0, 0.05, 0, 0.06, 0, 0.22, 0, 0.06, 0, 0])
+    )
+    # the tests follow the proxy (rise by a quarter of its rise or more, a quarter of its level): learning
+    assert not hacking(stream(rising, [0.1] * 5 + [0.2] * 5))
+    assert not hacking(stream([0.9] * 10, [0.6] * 10))
     # nothing to compare with (no tests reward logged), or too short a history: silent
-    assert not [a for a in check_alarms([{k: v for k, v in m.items() if "unit" not in k}
-                                         for m in stream(rising, rising)]) if a.name == "reward_hacking"]  # fmt: skip
+    assert not hacking([{k: v for k, v in m.items() if "unit" not in k} for m in stream(rising, rising)])
     assert not check_alarms(stream(rising[:9], [0.0] * 9))
 
 

@@ -21,8 +21,8 @@ from grpo_lite.tasks import arithmetic, code, json_extract, reasoning
 from rewards.json_fields import json_exact
 
 Rows = list[dict[str, Any]]
-# These prompts (75-210 tokens: instructions, worked examples) are long next to their completions
-# (20-60 tokens): computed once for the 8 completions of each, the loss's forward/backward does a
+# These prompts (80-177 tokens: instructions, worked examples) are long next to their completions
+# (17-58 tokens on average): computed once for the 8 completions of each, the loss's forward/backward does a
 # fraction of the work (``GRPOConfig.pack_prompts``). The arithmetic task keeps the plain layout its
 # README figures were measured with.
 PACKED = {"pack_prompts": True}
