@@ -148,12 +148,12 @@ class Combined:
                 timed_out.append(r.name)
                 continue
             except Exception:  # isolate: one broken completion must not cost the others their scores
-                errors[r.name] = traceback.format_exc()
+                batch_error = traceback.format_exc()
                 per_function[r.name] = self._one_by_one(r, prompts, completions, columns, time_limit, stop)
                 failed = [i for i, v in enumerate(per_function[r.name]) if v is None]
-                errors[r.name] += (
-                    f"\n{r.name} raised on the batch; scored one by one, completions {failed} failed"
-                )
+                # the note first, the traceback last: readers show a traceback's last line, the exception
+                note = f"{r.name} raised on the batch; scored one by one, completions {failed} failed\n"
+                errors[r.name] = note + batch_error
                 continue
             per_function[r.name] = check_values(r.name, raw, n)
         total = []

@@ -82,7 +82,7 @@ def test_summaries_by_hand():
 
 def test_the_real_model_comparison_times_the_demos_task(smollm2):
     from grpo_lite.demo import demo_run
-    from rewards import last_number_accuracy
+    from grpo_lite.tasks.arithmetic import last_number_accuracy
 
     settings, rows, reward = compare_trl.speed_task(compare_trl.SMOLLM2)
     demo = demo_run(compare_trl.SMOLLM2, "unused")

@@ -25,6 +25,8 @@ def make_flaky():
     calls = []
 
     def flaky(prompts, completions, **kw):
+        if len(completions) == 1:  # called one by one after the batch raised: fails on each completion too
+            raise ValueError("flaky boom")
         calls.append(1)
         if len(calls) == 3:  # the third step's call raises: an error event at step 3
             raise ValueError("flaky boom")
