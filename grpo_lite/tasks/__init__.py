@@ -39,8 +39,8 @@ class Task:
     """One task: its data, its rewards, how held-out answers are judged, and its training settings.
 
     ``naive`` (optional): reward functions and weights that pay a proxy instead of the task, trained
-    on by ``demo --naive`` to show reward hacking (the honest rewards stay at weight 0, so their
-    curves are still logged).
+    on by ``demo --naive`` to show reward hacking (code: "defines f", the unit tests logged at weight 0;
+    reasoning: the format paid whether right or not).
     """
 
     name: str
