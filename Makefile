@@ -6,9 +6,28 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint clean
 
+# Which torch goes in first. On a machine without an NVIDIA GPU (no working `nvidia-smi`): the CPU
+# build that CI uses, from PyTorch's CPU index (a few hundred MB instead of PyPI's multi-GB CUDA
+# build on Linux); requirements.txt's `torch>=2.4` is then already met. With a GPU: requirements.txt
+# as it stands (PyPI's torch, a CUDA build). Force either: `make demo TORCH=cpu` or `TORCH=pypi`.
+TORCH           ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo pypi || echo cpu)
+TORCH_CPU       ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: torch-build
+torch-build:  ## print the torch build `make` installs here (cpu or pypi)
+	@echo $(TORCH)
+
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@case "$(TORCH)" in cpu|pypi) ;; *) echo "TORCH must be cpu or pypi, got '$(TORCH)'" >&2; exit 2;; esac
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if [ "$(TORCH)" = cpu ]; then \
+	  echo "no NVIDIA GPU found (nvidia-smi): installing the CPU build of torch ($(TORCH_CPU))"; \
+	  $(BIN)/python -m pip install --quiet --retries 1 --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)" && \
+	  $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda and \
+	    f'a CUDA build of torch was installed ({torch.__version__}); TORCH_CPU_INDEX unreachable?')"; \
+	fi
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@

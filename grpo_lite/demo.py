@@ -112,11 +112,13 @@ def smollm2_config(
 ) -> GRPOConfig:
     """SmolLM2's settings: 4 prompts x 8 completions of up to 16 tokens a step, LoRA rank 16 on every
     linear layer, 4-bit NF4, learning rate 5e-4 (high for LoRA, which a 40-step run needs); a task
-    changes what it needs (``Task.settings``: the token budget, stop strings)."""
+    changes what it needs (``Task.settings``: the token budget, stop strings). Prompts are packed
+    (``pack_prompts``): each prompt goes through the loss's forward/backward once for its 8
+    completions, not 8 times (the prompts are as long as the completions or longer)."""
     return GRPOConfig(
         model=str(model), output_dir=str(output_dir), load_in_4bit=True, max_new_tokens=16, group_size=8,
         prompts_per_step=4, micro_batch_size=32, learning_rate=5e-4, lora_rank=16, lora_alpha=32,
-        max_steps=steps, save_steps=0, seed=seed, device="cpu", compute_dtype=compute_dtype,
+        max_steps=steps, save_steps=0, seed=seed, device="cpu", compute_dtype=compute_dtype, pack_prompts=True,
     )  # fmt: skip
 
 

@@ -21,11 +21,6 @@ from grpo_lite.tasks import arithmetic, code, json_extract, reasoning
 from rewards.json_fields import json_exact
 
 Rows = list[dict[str, Any]]
-# These prompts (80-177 tokens: instructions, worked examples) are long next to their completions
-# (17-58 tokens on average): computed once for the 8 completions of each, the loss's forward/backward does a
-# fraction of the work (``GRPOConfig.pack_prompts``). The arithmetic task keeps the plain layout its
-# README figures were measured with.
-PACKED = {"pack_prompts": True}
 Reward = Callable[..., Any]
 
 
@@ -90,7 +85,7 @@ TASKS: dict[str, Task] = {
             (code.code_unit_tests,),
             (1.0,),
             {"accuracy": _all_pass, "defines_f": code.code_compiles},
-            settings={"max_new_tokens": 64, "stop_strings": ("```\n",), **PACKED},
+            settings={"max_new_tokens": 64, "stop_strings": ("```\n",)},
             steps=25,
             naive=((code.code_compiles, code.code_unit_tests), (1.0, 0.0)),
         ),
@@ -101,7 +96,7 @@ TASKS: dict[str, Task] = {
             (reasoning.math_accuracy, reasoning.strict_format_if_right),
             (1.0, 0.2),
             {"accuracy": reasoning.math_accuracy, "format": reasoning.strict_format},
-            settings={"max_new_tokens": 64, "stop_strings": ("</answer>", "\nQuestion"), **PACKED},
+            settings={"max_new_tokens": 64, "stop_strings": ("</answer>", "\nQuestion")},
             steps=40,
             naive=((reasoning.math_accuracy, reasoning.strict_format), (1.0, 0.2)),
         ),
@@ -112,7 +107,7 @@ TASKS: dict[str, Task] = {
             (json_extract.json_fields,),
             (1.0,),
             {"accuracy": json_exact},
-            settings={"max_new_tokens": 48, **PACKED},
+            settings={"max_new_tokens": 48},
             steps=40,
         ),
     )  # fmt: skip
