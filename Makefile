@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@if [ "$(TORCH)" = cpu ]; then \
 	  echo "no NVIDIA GPU found (nvidia-smi): installing the CPU build of torch ($(TORCH_CPU))"; \
 	  $(BIN)/python -m pip install --quiet --retries 1 --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)" && \
-	  $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda and \
+	  $(BIN)/python -W ignore -c "import sys, torch; sys.exit(torch.version.cuda and \
 	    f'a CUDA build of torch was installed ({torch.__version__}); TORCH_CPU_INDEX unreachable?')"; \
 	fi
 	$(BIN)/python -m pip install --quiet -r requirements.txt

@@ -53,16 +53,24 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, head: HeadSpec, rows: int
-    ):  # type: ignore[override]
-        # hidden (M, H), weight (V, H), targets (M,)
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, head: HeadSpec, rows: int,
+        entropy_sink: list[torch.Tensor] | None = None,
+    ):  # type: ignore[override]  # fmt: skip
+        # hidden (M, H), weight (V, H), targets (M,); entropy_sink: receives the (M,) entropies, no grad,
+        # from the same slices of logits (no second pass through the head)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)  # (M,)
         lse = torch.empty_like(out)  # (M,) log of each row's partition function, reused in backward
+        entropy = torch.empty_like(out) if entropy_sink is not None else None
         for start in range(0, hidden.shape[0], rows):
             logits = _slice_logits(hidden[start : start + rows], weight, head)  # (m, V)
             picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)  # (m,)
             lse[start : start + rows] = torch.logsumexp(logits, dim=1)
             out[start : start + rows] = picked - lse[start : start + rows]
+            if entropy is not None:  # H = lse - sum(p * logits), p = exp(logits - lse)
+                p = (logits - lse[start : start + rows, None]).exp_()
+                entropy[start : start + rows] = lse[start : start + rows] - (p * logits).sum(dim=1)
+        if entropy_sink is not None and entropy is not None:
+            entropy_sink.append(entropy)
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.head, ctx.rows = head, rows
         return out
@@ -72,7 +80,12 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         hidden, weight, targets, lse = ctx.saved_tensors
         head, rows = ctx.head, ctx.rows
         if not head.softcap:
-            return _linear_head_backward(ctx, hidden, weight, targets, lse, grad_out) + (None, None, None)
+            return _linear_head_backward(ctx, hidden, weight, targets, lse, grad_out) + (
+                None,
+                None,
+                None,
+                None,
+            )
         grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         for start in range(0, hidden.shape[0], rows):
@@ -93,7 +106,7 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
                 grad_weight += next(it).float()
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def _linear_head_backward(
@@ -152,6 +165,22 @@ def token_logprobs(
     """
     rows = chunk_rows_for(weight.shape[0], chunk_tokens)
     return _ChunkedTokenLogprobs.apply(hidden, weight, targets, head or HeadSpec(), rows)
+
+
+def token_logprobs_and_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    head: HeadSpec | None = None,
+    chunk_tokens: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` and, from the same slices of logits, each row's entropy (no grad): what
+    ``token_entropy`` gives, without a second pass through the output head. (M,) each."""
+    rows = chunk_rows_for(weight.shape[0], chunk_tokens)
+    sink: list[torch.Tensor] = []
+    logps = _ChunkedTokenLogprobs.apply(hidden, weight, targets, head or HeadSpec(), rows, sink)
+    return logps, sink[0]
 
 
 @torch.no_grad()
@@ -231,13 +260,16 @@ def completion_logprobs(
     weight = lm.get_output_embeddings().weight  # (V, H)
     head = head_spec(lm, temperature)
     flat_hidden = hidden[rows]  # (M, H)
-    flat = token_logprobs(flat_hidden, weight, input_ids[:, -T:][rows], head=head, chunk_tokens=chunk_tokens)
+    targets = input_ids[:, -T:][rows]  # (M,)
+    if with_entropy:
+        flat, ent = token_logprobs_and_entropy(
+            flat_hidden, weight, targets, head=head, chunk_tokens=chunk_tokens
+        )
+    else:
+        flat = token_logprobs(flat_hidden, weight, targets, head=head, chunk_tokens=chunk_tokens)
     logps = torch.zeros(completion_mask.shape, dtype=flat.dtype, device=flat.device)
     logps = logps.masked_scatter(rows, flat)  # (N, T)
-    entropy = None
-    if with_entropy:
-        ent = token_entropy(flat_hidden.detach(), weight, head=head, chunk_tokens=chunk_tokens)
-        entropy = torch.zeros_like(logps).masked_scatter(rows, ent)
+    entropy = torch.zeros_like(logps).masked_scatter(rows, ent) if with_entropy else None
     return logps, entropy
 
 

@@ -82,12 +82,17 @@ class MergedRollout:
         """The copy with W = dequantize(base) + LoRA delta of the active adapters, as of now."""
         for source, target in self.merged_layers:
             base = source.get_base_layer() if _is_lora_layer(source) else source
-            # (out, in), a new float32 tensor (never the base weight itself: a float32 base must stay untouched)
-            weight = _dequantized(base).to(torch.float32, copy=True)
+            weight = _dequantized(base)  # (out, in); may be the base weight itself: never written to
+            deltas = []
             if _is_lora_layer(source) and not getattr(source, "disable_adapters", False):
-                for adapter in source.active_adapters:
-                    if adapter in source.lora_A:
-                        weight += source.get_delta_weight(adapter).float()  # scaling * B @ A
+                deltas = [source.get_delta_weight(a) for a in source.active_adapters if a in source.lora_A]
+            if len(deltas) == 1 and target.weight.dtype == torch.float32:
+                # the common case in one pass: base + scaling * B @ A, summed in float32 into the copy
+                torch.add(weight.float(), deltas[0].float(), out=target.weight)
+                continue
+            weight = weight.to(torch.float32, copy=True)
+            for delta in deltas:
+                weight += delta.float()  # scaling * B @ A
             target.weight.copy_(weight)  # into the compute dtype
         return self.model
 
