@@ -68,7 +68,7 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             out[start : start + rows] = picked - lse[start : start + rows]
             if entropy is not None:  # H = lse - sum(p * logits), p = exp(logits - lse)
                 p = (logits - lse[start : start + rows, None]).exp_()
-                entropy[start : start + rows] = lse[start : start + rows] - (p * logits).sum(dim=1)
+                entropy[start : start + rows] = lse[start : start + rows] - p.mul_(logits).sum(dim=1)
         if entropy_sink is not None and entropy is not None:
             entropy_sink.append(entropy)
         ctx.save_for_backward(hidden, weight, targets, lse)
