@@ -14,19 +14,30 @@ TORCH           ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo pypi || echo cp
 TORCH_CPU       ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: torch-build
+# Where the CPU build comes from: PyTorch's CPU index when it answers within 10 s; else only the
+# indexes pip is set up with (a mirror or a wheel folder may hold the CPU build: CI's does). Asked
+# once, so that an unreachable index does not cost pip's timeout for torch and each of its deps.
+TORCH_FROM = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" \
+               >/dev/null 2>&1 && echo cpu-index || echo configured)
+
+.PHONY: torch-build torch-from
 torch-build:  ## print the torch build `make` installs here (cpu or pypi)
 	@echo $(TORCH)
+torch-from:  ## print where the CPU build would come from (cpu-index or configured)
+	@echo $(TORCH_FROM)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@case "$(TORCH)" in cpu|pypi) ;; *) echo "TORCH must be cpu or pypi, got '$(TORCH)'" >&2; exit 2;; esac
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if [ "$(TORCH)" = cpu ]; then \
-	  echo "no NVIDIA GPU found (nvidia-smi): installing the CPU build of torch ($(TORCH_CPU))"; \
-	  $(BIN)/python -m pip install --quiet --retries 1 --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)" && \
+	  from="$(TORCH_FROM)"; \
+	  echo "no NVIDIA GPU found (nvidia-smi): installing the CPU build of torch ($(TORCH_CPU), from $$from)"; \
+	  if [ "$$from" = cpu-index ]; then extra="--extra-index-url $(TORCH_CPU_INDEX)"; else extra=""; fi; \
+	  $(BIN)/python -m pip install --quiet $$extra "$(TORCH_CPU)" && \
 	  $(BIN)/python -W ignore -c "import sys, torch; sys.exit(torch.version.cuda and \
-	    f'a CUDA build of torch was installed ({torch.__version__}); TORCH_CPU_INDEX unreachable?')"; \
+	    f'a CUDA build of torch was installed ({torch.__version__}, from $$from): the CPU index \
+	    $(TORCH_CPU_INDEX) did not answer or lacks $(TORCH_CPU); make TORCH=pypi keeps it')"; \
 	fi
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

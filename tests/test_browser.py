@@ -86,12 +86,14 @@ def lab(tmp_path, request, demo_cache):
         # the tiny model: this test is about the dashboard's wiring in a browser, and a steering scenario
         # of ~40 steps on two kernels fits CI's time at 0.2 s a step (SmolLM2's quickstart: test_notebooks)
         "GRPO_LITE_DEMO_MODEL": "tiny",
+        "GRPO_LITE_DEMO_STEPS": "400",
     }
     if request.param == "ipykernel6":
         env["JUPYTER_PATH"] = str(ipykernel6_spec(tmp_path / "jupyter"))
     nb = json.loads((ROOT / "notebooks" / "01_quickstart.ipynb").read_text())
     for cell in nb["cells"]:
-        cell["source"] = "".join(cell["source"]).replace("steps=30)", "steps=400, save_steps=5)")
+        cell["source"] = "".join(cell["source"]).replace("steps=STEPS)", "steps=STEPS, save_steps=5)")
+    assert sum("save_steps=5" in cell["source"] for cell in nb["cells"]) == 1  # the notebook's demo_run call
     (tmp_path / "01_quickstart.ipynb").write_text(json.dumps(nb))
     port = free_port()
     log = (tmp_path / "jupyter.log").open("w")  # the server's and kernel's output, kept on failure

@@ -5,6 +5,7 @@ index), so a laptop does not download PyPI's multi-GB CUDA build; with one, requ
 stands. `nvidia-smi` is faked here both ways; CI itself runs the CPU branch for real (`.ci/run`
 goes through `make test`, and the Makefile refuses a CUDA build there)."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -43,3 +44,25 @@ def test_forcing_the_build_and_refusing_an_unknown_one(tmp_path):
     out = make(f"VENV={venv}", "TORCH=cuda", f"{venv}/.installed", path=path)
     assert out.returncode != 0 and "TORCH must be cpu or pypi, got 'cuda'" in out.stderr
     assert not venv.exists()  # refused before anything was created
+
+
+def test_the_cpu_index_is_used_only_when_it_answers(tmp_path):
+    """An index that does not answer is asked once (10 s at most), not by pip for torch and each of
+    its deps with pip's timeout: CI's network reaches its package mirror only."""
+    import http.server
+    import threading
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "index.html").write_text("<a>torch-2.13.0+cpu</a>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path, url = os.environ["PATH"], f"http://127.0.0.1:{server.server_address[1]}"
+        assert make("torch-from", f"TORCH_CPU_INDEX={url}", path=path).stdout.strip() == "cpu-index"
+        assert make("torch-from", f"TORCH_CPU_INDEX={url}/nowhere", path=path).stdout.strip() == "configured"
+    finally:
+        server.shutdown()
+        server.server_close()
+    closed = make("torch-from", f"TORCH_CPU_INDEX={url}", path=path)  # nothing listens there now
+    assert (closed.returncode, closed.stdout.strip()) == (0, "configured"), closed.stderr

@@ -60,7 +60,9 @@ def test_packed_equals_plain_logprobs_entropy_and_gradients(fixture, request):
     assert plain.shape == packed.shape == cmask.shape
     assert torch.equal(packed == 0, cmask == 0)  # scored exactly where tokens exist
     torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ent_packed, ent_plain, atol=1e-5, rtol=1e-5)
+    # entropy = -sum p log p: a logit off by d moves it by up to d * max|log p + H| (~10 here), so the
+    # log-probs' 1e-5 is 1e-4 for the entropy (other CPUs' kernels round packed and plain apart so far)
+    torch.testing.assert_close(ent_packed, ent_plain, atol=1e-4, rtol=1e-5)
     for name, g in g_plain.items():  # float32 sums in another order: ~1e-6 of the gradient's scale
         scale = float(g.abs().max())
         torch.testing.assert_close(g_packed[name], g, atol=1e-5 * max(scale, 1.0), rtol=1e-4, msg=name)
