@@ -312,10 +312,11 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
         if plan.isolation == "none":
             confine |= {"plain": True, "uid": uid}  # the harness itself unshares the network and drops to uid
         switch = uid if uid is not None and plan.isolation != "none" else None
+        command, as_uid = _switched(_command(plan, workdir, write_fd, confine), switch)
         out_path = os.path.join(workdir, "output.txt")
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
-                _command(plan, workdir, write_fd, confine),
+                command,
                 cwd=work,
                 env=ENV,
                 stdin=subprocess.DEVNULL,
@@ -323,9 +324,7 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
                 start_new_session=True,
-                user=switch,
-                group=switch,
-                extra_groups=[] if switch is not None else None,
+                **as_uid,
             )
         os.close(write_fd)
         write_fd = -1
@@ -338,6 +337,19 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
         _cleanup(proc, uid if plan.isolation == "none" else None, read_fd, write_fd, workdir)
         if uid is not None:
             _give_uid(uid)
+
+
+def _switched(command: list[str], uid: int | None) -> tuple[list[str], dict[str, object]]:
+    """The command run as ``uid`` (its group the same, no other groups): through util-linux's
+    ``setpriv`` where it is installed, else by Popen's ``user``/``group``/``extra_groups``. Popen
+    starts a child with ``vfork`` only when it switches no ids, and a ``fork`` of the trainer (GBs of
+    memory mapped) costs ~50 ms with the GIL held: a tool call mid-rollout stalled decoding that long."""
+    if uid is None:
+        return command, {}
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv:
+        return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command], {}
+    return command, {"user": uid, "group": uid, "extra_groups": []}
 
 
 def _read_results(read_fd: int, proc: subprocess.Popen[bytes], wall_seconds: float) -> tuple[list[str], bool]:

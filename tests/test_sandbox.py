@@ -225,3 +225,30 @@ def test_code_unit_tests_reward_in_parallel():
     tests = [TESTS, ["assert add(0, 0) == 0", *TESTS], TESTS, [], TESTS]
     scores = code_unit_tests(["p"] * 5, completions, tests=tests, workers=3)
     assert scores == [1.0, pytest.approx(1 / 4), 0.0, 0.0, 0.0]  # no asserts -> 0.0; a lying object -> 0.0
+
+
+def test_a_per_run_uid_is_switched_by_setpriv_so_popen_can_vfork(monkeypatch):
+    """Popen vforks only when it switches no ids (a fork of the trainer's GBs costs ~50 ms with the
+    GIL held); setpriv switches instead where it is installed, Popen's own arguments where not. The
+    switch itself is held by the attacks above (root runs get the per-run uid: the process limit)."""
+    sandbox, which = sandbox_module, shutil.which
+    assert sandbox._switched(["bwrap", "x"], None) == (["bwrap", "x"], {})
+    command, kwargs = sandbox._switched(["bwrap", "x"], 61005)
+    assert kwargs == {} and command[1:] == [
+        "--reuid=61005",
+        "--regid=61005",
+        "--clear-groups",
+        "--",
+        "bwrap",
+        "x",
+    ]
+    assert os.path.basename(command[0]) == "setpriv"
+    monkeypatch.setattr(
+        sandbox.shutil, "which", lambda name, **k: None if name == "setpriv" else which(name, **k)
+    )
+    assert sandbox._switched(["bwrap"], 61005) == (
+        ["bwrap"],
+        {"user": 61005, "group": 61005, "extra_groups": []},
+    )
+    with ThreadPoolExecutor(4) as pool:  # the fallback still runs code as that uid
+        assert all(r.passed == 3 for r in pool.map(lambda _: run_tests(GOOD, TESTS, LIMITS), range(4)))

@@ -2,23 +2,29 @@
 and go on from the KV cache, while the other rows keep decoding.
 
 Shapes: B prompts, G samples per prompt, N = B*G rows, n rows still in the KV cache, P prompt
-tokens, T completion tokens (the model's and the tools', together at most ``max_new_tokens``), K
-tokens of the longest answer fed at once, V vocabulary.
+tokens, T completion tokens (the model's and the tools', together at most ``max_new_tokens``), V
+vocabulary.
 
 Each step:
 
-1. every running row samples a token (Gumbel-max, the decode loop's sampling rules,
+1. every row whose logits are fresh samples a token (Gumbel-max, the decode loop's sampling rules,
    ``decode.sample_tokens``); a row ends at EOS or a stop string (done), at the token budget (done,
    truncated), or at the end of a tool call (``format.parse`` finds one): its call goes to the tool
    box's workers at once (the sandbox for ``python``) and the row waits;
 2. answers that have come back are rendered as the format writes them (the chat template's tool
-   message), tokenized and appended to their rows (``tool_mask`` = 1 there);
-3. one forward pass feeds the running rows their new token (a waiting row feeds a masked pad);
-4. the answered rows alone feed their answers (``_prefill_rows``: a prefill of the appended tokens
-   only, their cache rows copied out and the new positions written back, masked for the others).
+   message), tokenized and appended to their rows (``tool_mask`` = 1 there), and queued to be fed;
+3. one forward pass of one token per row: a sampled row feeds its new token, a row with a queued
+   answer feeds the answer's next token (as a prompt is fed, its logits unused until the last one), a
+   waiting row feeds a masked pad.
 
-Rows done for good leave the batch at once. When no row runs and no answer is back, the loop waits
-for the first answer (``tool_seconds`` counts that wait).
+So an answer goes through the same pass as the other rows' tokens, one token a step: no pass of its
+own, no cache copied out and back, no cache positions added for the other rows. A row's answer is
+part of its token budget, so feeding it that way costs the row no more steps than writing those
+tokens itself would have (measured against a prefill of each answer in a pass of its own:
+benchmarks/RESULTS.md, *Tools mid-answer*).
+
+Rows done for good leave the batch at once. When no row runs, none has an answer to feed and none
+is back, the loop waits for the first answer (``tool_seconds`` counts that wait).
 
 So a call costs its row the call's time, not the batch: the others keep decoding meanwhile. A row
 makes at most ``max_tool_calls`` calls; a call past that ends the row (it is not run). Positions
@@ -88,12 +94,13 @@ def decode_with_tools(
     order = list(range(N))  # the row of each sequence in the cache
     hot = set(order)  # rows whose ``logits`` are fresh: they sample next
     pending: dict[int, tuple[Any, Future[Any]]] = {}  # waiting row -> (its call, its answer to come)
+    queued: dict[int, list[int]] = {}  # row -> the answer tokens it has still to feed, in order
     waited = 0.0
     noise = torch.empty(logits.shape, dtype=torch.float32, device=device)  # (N, V) reused every token
     pool = ThreadPoolExecutor(max_workers=max(1, getattr(toolbox, "workers", 4)))
     try:
         while True:
-            # 1. one token for each running row; the calls that end go to the workers at once
+            # 1. one token for each row with fresh logits; the calls that end go to the workers at once
             feed: dict[int, int] = {}  # row -> the token it feeds this step
             if hot:
                 token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -107,9 +114,11 @@ def decode_with_tools(
                             rows.logps[r].append(float(lp[i, token[i]]))
                 for r, call in rules.apply(rows, feed).items():
                     pending[r] = (call, pool.submit(toolbox.call, call))
-            # 2. the answers that have come back, appended to their rows
-            answers = rows.take_answers(pending, tool_format)
-            if not feed and not answers:
+            # 2. the answers that have come back, appended to their rows and queued to be fed
+            queued |= rows.take_answers(pending, tool_format)
+            for r, tokens in queued.items():
+                feed[r] = tokens.pop(0)
+            if not feed:
                 if not pending:
                     break
                 start = time.perf_counter()  # nothing to compute: wait for the first answer
@@ -118,29 +127,23 @@ def decode_with_tools(
                 continue
             # rows done for good leave the batch at once (their cache too): with tools, rows end at
             # scattered times, and a done row kept in the batch costs a masked pad every step
-            done = [i for i, r in enumerate(order) if r not in feed and r not in answers and r not in pending]
+            done = [i for i, r in enumerate(order) if r not in feed and r not in pending]
             if done:
                 keep = torch.tensor([i for i in range(len(order)) if i not in set(done)], device=device)
                 cache.batch_select_indices(keep)
                 order = [order[i] for i in keep.tolist()]
                 attention, next_pos, logits = attention[keep], next_pos[keep], logits[keep]
-            # 3. the new tokens of the running rows through the model: one pass, a masked pad for the others
-            if feed:
-                fed = torch.tensor([r in feed for r in order], device=device)
-                token_in = torch.tensor([feed.get(r, pad_id) for r in order], device=device)
-                attention = torch.cat([attention, fed.to(attention.dtype)[:, None]], dim=1)
-                out = model(input_ids=token_in[:, None], attention_mask=attention, position_ids=next_pos[:, None],
-                            use_cache=True, **{arg: cache})  # fmt: skip
-                next_pos = next_pos + fed.long()
-                logits = out.logits[:, -1]  # (n, V), fresh for the rows that fed a token
-            # 4. the answers through the model, only the rows that have one (a prefill of those tokens)
-            if answers:
-                at = [order.index(r) for r in answers]
-                attention, next_pos, fresh = _prefill_rows(model, cache, arg, attention, next_pos, at,
-                                                           list(answers.values()), pad_id)  # fmt: skip
-                logits = logits.clone()
-                logits[torch.tensor(at, device=device)] = fresh
-            hot = {r for r in (*feed, *answers) if r not in pending}
+            # 3. one token per row through the model: sampled or an answer's, a masked pad for the waiting
+            fed = torch.tensor([r in feed for r in order], device=device)
+            token_in = torch.tensor([feed.get(r, pad_id) for r in order], device=device)
+            attention = torch.cat([attention, fed.to(attention.dtype)[:, None]], dim=1)
+            out = model(input_ids=token_in[:, None], attention_mask=attention, position_ids=next_pos[:, None],
+                        use_cache=True, **{arg: cache})  # fmt: skip
+            next_pos = next_pos + fed.long()
+            logits = out.logits[:, -1]  # (n, V), fresh for the rows that fed a token
+            # a row samples next when it fed its own token or its answer's last one
+            hot = {r for r in feed if r not in pending and not queued.get(r)}
+            queued = {r: tokens for r, tokens in queued.items() if tokens}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return rows.turns(waited, with_logps)
@@ -158,56 +161,6 @@ def _prefill_prompts(
     logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (N, V)
     attention = prompt_mask.repeat_interleave(group_size, dim=0)  # (N, P)
     return cache, logits, attention, positions[:, -1].repeat_interleave(group_size) + 1
-
-
-def _prefill_rows(
-    model: Any, cache: Any, arg: str, attention: torch.Tensor, next_pos: torch.Tensor, at: list[int],
-    blocks: list[list[int]], pad_id: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Feed ``blocks`` (a tool's answer each) to the cache rows ``at`` only: their cache copied out, the
-    blocks (left-padded to the longest, K) through the model, the K new cache positions written back
-    for those rows and masked for every other row. Returns the new attention mask (n, L+K), positions
-    (n,) and the (len(at), V) logits after each block. A cache of other layers than transformers'
-    ``DynamicLayer`` (a sliding window) gets the blocks of every row at once instead, padding masked."""
-    from transformers import DynamicCache
-
-    device, n, K = attention.device, attention.shape[0], max(len(b) for b in blocks)
-    index = torch.tensor(at, device=device)
-    block = torch.full((len(at), K), pad_id, dtype=torch.long)
-    block_mask = torch.zeros((len(at), K), dtype=attention.dtype)
-    for i, b in enumerate(blocks):
-        block[i, K - len(b) :] = torch.tensor(b, dtype=torch.long)
-        block_mask[i, K - len(b) :] = 1
-    block, block_mask = block.to(device), block_mask.to(device)
-    positions = next_pos[index][:, None] + (block_mask.cumsum(dim=1) - 1).clamp(min=0)  # (a, K)
-    whole = torch.zeros((n, K), dtype=attention.dtype, device=device)
-    whole[index] = block_mask
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        ids = torch.full((n, K), pad_id, dtype=torch.long, device=device)
-        ids[index] = block
-        all_positions = next_pos[:, None].expand(n, K).clone()
-        all_positions[index] = positions
-        out = model(input_ids=ids, attention_mask=torch.cat([attention, whole], dim=1), position_ids=all_positions,
-                    use_cache=True, logits_to_keep=1, **{arg: cache})  # fmt: skip
-        logits = out.logits[index, -1]
-    else:
-        sub = DynamicCache()
-        for i, layer in enumerate(layers):
-            sub.update(layer.keys[index], layer.values[index], i)
-        out = model(input_ids=block, attention_mask=torch.cat([attention[index], block_mask], dim=1),
-                    position_ids=positions, use_cache=True, logits_to_keep=1, **{arg: sub})  # fmt: skip
-        L = layers[0].keys.shape[-2]
-        for layer, new in zip(layers, sub.layers, strict=True):
-            for name in ("keys", "values"):
-                old = getattr(layer, name)  # (n, heads, L, d)
-                grown = torch.cat([old, old.new_zeros(old.shape[0], old.shape[1], K, old.shape[3])], dim=-2)
-                grown[index, :, L:] = getattr(new, name)[:, :, L:]
-                setattr(layer, name, grown)
-        logits = out.logits[:, -1]
-    next_pos = next_pos.clone()
-    next_pos[index] += block_mask.sum(dim=1)
-    return torch.cat([attention, whole], dim=1), next_pos, logits
 
 
 @dataclass(frozen=True)
