@@ -312,7 +312,7 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
         if plan.isolation == "none":
             confine |= {"plain": True, "uid": uid}  # the harness itself unshares the network and drops to uid
         switch = uid if uid is not None and plan.isolation != "none" else None
-        command, as_uid = _switched(_command(plan, workdir, write_fd, confine), switch)
+        command, switch = _switched(_command(plan, workdir, write_fd, confine), switch)
         out_path = os.path.join(workdir, "output.txt")
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
@@ -324,7 +324,9 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
                 start_new_session=True,
-                **as_uid,
+                user=switch,
+                group=switch,
+                extra_groups=[] if switch is not None else None,
             )
         os.close(write_fd)
         write_fd = -1
@@ -339,17 +341,16 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
             _give_uid(uid)
 
 
-def _switched(command: list[str], uid: int | None) -> tuple[list[str], dict[str, object]]:
+def _switched(command: list[str], uid: int | None) -> tuple[list[str], int | None]:
     """The command run as ``uid`` (its group the same, no other groups): through util-linux's
-    ``setpriv`` where it is installed, else by Popen's ``user``/``group``/``extra_groups``. Popen
-    starts a child with ``vfork`` only when it switches no ids, and a ``fork`` of the trainer (GBs of
-    memory mapped) costs ~50 ms with the GIL held: a tool call mid-rollout stalled decoding that long."""
-    if uid is None:
-        return command, {}
-    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    ``setpriv`` where it is installed (the uid left for Popen to switch: None), else by Popen's
+    ``user``/``group``/``extra_groups`` (the uid returned). Popen starts a child with ``vfork`` only
+    when it switches no ids, and a ``fork`` of the trainer (GBs mapped) costs ~50 ms with the GIL
+    held: each tool call mid-rollout stalled decoding that long."""
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin") if uid is not None else None
     if setpriv:
-        return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command], {}
-    return command, {"user": uid, "group": uid, "extra_groups": []}
+        return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command], None
+    return command, uid
 
 
 def _read_results(read_fd: int, proc: subprocess.Popen[bytes], wall_seconds: float) -> tuple[list[str], bool]:

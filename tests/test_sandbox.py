@@ -232,9 +232,9 @@ def test_a_per_run_uid_is_switched_by_setpriv_so_popen_can_vfork(monkeypatch):
     GIL held); setpriv switches instead where it is installed, Popen's own arguments where not. The
     switch itself is held by the attacks above (root runs get the per-run uid: the process limit)."""
     sandbox, which = sandbox_module, shutil.which
-    assert sandbox._switched(["bwrap", "x"], None) == (["bwrap", "x"], {})
-    command, kwargs = sandbox._switched(["bwrap", "x"], 61005)
-    assert kwargs == {} and command[1:] == [
+    assert sandbox._switched(["bwrap", "x"], None) == (["bwrap", "x"], None)
+    command, left = sandbox._switched(["bwrap", "x"], 61005)
+    assert left is None and command[1:] == [
         "--reuid=61005",
         "--regid=61005",
         "--clear-groups",
