@@ -23,7 +23,9 @@ for grpo-lite on purpose; with a pass/fail reward (math) many groups tie and grp
 Equal learning is checked apart, where learning shows in a few steps: the offline demo's task (the
 tiny arithmetic model, its settings, the ``exact_answer`` reward, 30 steps) trained by each trainer
 for each seed, then held-out greedy accuracy of the base (adapters off) and of the trained policy.
-One seed is noisy (about +-10 points); the full run averages 3.
+One seed is noisy (about +-10 points); the full run averages 3. Equal time too: each seed's TRL run
+is also measured at the first step that ends as far into its training as grpo-lite's whole run took
+(its evaluation off the clock), so both columns can be read at equal steps and at equal wall time.
 
 ``--model smollm2-135m-instruct``: the same comparison on the real SmolLM2-135M-Instruct (Q4_1
 weights from the package index, dequantized; 4-bit NF4 + LoRA rank 16 as in the demo), timed and
@@ -141,10 +143,13 @@ def worker(impl: str, model: str, model_name: str, steps: int, out_json: Path) -
     out_json.write_text(json.dumps(result))
 
 
-def learning_worker(impl: str, model_name: str, steps: int, seed: int, out_json: Path) -> None:
+def learning_worker(
+    impl: str, model_name: str, steps: int, seed: int, out_json: Path, at_seconds: float | None = None
+) -> None:
     """Equal learning: an offline demo's task (the tiny arithmetic model's for the synthetic benchmark,
     SmolLM2's for SmolLM2), its settings and reward, trained by one trainer; held-out greedy accuracy
-    of the base and of the trained policy."""
+    of the base and of the trained policy. ``at_seconds`` (TRL): the accuracy also at the first step
+    that far into its training (equal wall time: grpo-lite's training time for the same seed)."""
     from grpo_lite.demo import demo_run
     from grpo_lite.evaluate import accuracy
 
@@ -160,11 +165,9 @@ def learning_worker(impl: str, model_name: str, steps: int, seed: int, out_json:
             "trained": accuracy(model, tokenizer, held_out, reward, **kw),
         }
 
-    run = run_grpo_lite if impl == "grpo-lite" else run_trl
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(
-            cfg.model, settings, demo.train_rows, reward, steps, Path(tmp) / "run", held_out_accuracy
-        )
+        args = (cfg.model, settings, demo.train_rows, reward, steps, Path(tmp) / "run", held_out_accuracy)
+        result = run_grpo_lite(*args) if impl == "grpo-lite" else run_trl(*args, at_seconds=at_seconds)
     out_json.write_text(json.dumps(result))
 
 
@@ -223,13 +226,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--worker", choices=["grpo-lite", "trl", "grpo-lite-before"], help=argparse.SUPPRESS)
     p.add_argument("--task", choices=["speed", "learning"], default="speed", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--at-seconds", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-path", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)  # fmt: skip
     reps = a.reps or (2 if a.quick else 3)
     steps = a.steps or (4 if a.quick else 8)
     if a.worker and a.task == "learning":
-        learning_worker(a.worker, a.model, a.learning_steps, a.seed, a.out)
+        learning_worker(a.worker, a.model, a.learning_steps, a.seed, a.out, a.at_seconds)
         return {}
     if a.worker:
         worker(a.worker, a.model_path, a.model, steps, a.out)
@@ -255,10 +259,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.learning_steps > 0:
         demo_model() if a.model == "bench" else resolve_model(a.model)  # built once, outside both timings
         for seed in range(seeds):
-            for impl in ("grpo-lite", "trl"):
-                args = ["--task", "learning", "--model", a.model, "--learning-steps", str(a.learning_steps),
-                        "--seed", str(seed)]  # fmt: skip
-                learning[impl].append(_spawn(impl, args, f"learning check, seed {seed}"))
+            args = ["--task", "learning", "--model", a.model, "--learning-steps", str(a.learning_steps),
+                    "--seed", str(seed)]  # fmt: skip
+            learning["grpo-lite"].append(_spawn("grpo-lite", args, f"learning check, seed {seed}"))
+            ends = learning["grpo-lite"][-1]["step_ends"]  # TRL evaluated also at grpo-lite's training time
+            at = ["--at-seconds", str(ends[-1] - ends[0])]
+            learning["trl"].append(_spawn("trl", args + at, f"learning check, seed {seed}"))
     result = collect(runs, learning, steps=steps, reps=reps, seeds=seeds, learning_steps=a.learning_steps,
                      model=a.model)  # fmt: skip
     print(table(result))
@@ -326,13 +332,23 @@ def _learned(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not runs:
         return {}
     k = min(5, len(runs[0]["rewards"]))
-    return {
+    learned = {
         "demo_accuracy_base": statistics.fmean(r["after"]["base"] for r in runs),
         "demo_accuracy_trained": statistics.fmean(r["after"]["trained"] for r in runs),
         "demo_accuracy_trained_per_seed": [r["after"]["trained"] for r in runs],
         "demo_reward_first": statistics.fmean(x for r in runs for x in r["rewards"][:k]),
         "demo_reward_last": statistics.fmean(x for r in runs for x in r["rewards"][-k:]),
     }
+    if all("step_ends" in r for r in runs):
+        learned["demo_training_seconds_per_seed"] = [r["step_ends"][-1] - r["step_ends"][0] for r in runs]
+    if all(r.get("at_seconds") for r in runs):  # TRL at grpo-lite's training time, seed by seed
+        at = [r["at_seconds"] for r in runs]
+        learned |= {
+            "demo_accuracy_at_equal_time": statistics.fmean(x["after"]["trained"] for x in at),
+            "demo_accuracy_at_equal_time_per_seed": [x["after"]["trained"] for x in at],
+            "demo_steps_at_equal_time_per_seed": [x["step"] for x in at],
+        }
+    return learned
 
 
 def table(r: dict[str, Any]) -> str:
@@ -370,6 +386,12 @@ def table(r: dict[str, Any]) -> str:
         ours, theirs = (", ".join(f"{x:.1%}" for x in m["demo_accuracy_trained_per_seed"]) for m in (o, t))
         lines += ["", f"demo task accuracy per seed: grpo-lite {ours}; TRL {theirs}"
                   " (one seed varies by about +-10 points; the full run averages 3)"]  # fmt: skip
+    if "demo_accuracy_at_equal_time" in t:
+        at = ", ".join(f"{x:.1%} at step {s}" for x, s in zip(t["demo_accuracy_at_equal_time_per_seed"],
+                                                               t["demo_steps_at_equal_time_per_seed"], strict=True))  # fmt: skip
+        lines += [f"at equal wall time (grpo-lite's {r['learning_steps']} steps: "
+                  + ", ".join(f"{x:.0f} s" for x in o["demo_training_seconds_per_seed"])
+                  + f"): TRL {t['demo_accuracy_at_equal_time']:.1%} ({at}) vs grpo-lite {o['demo_accuracy_trained']:.1%}"]  # fmt: skip
     if "grpo_lite_before" in r:
         b, ratios = r["grpo_lite_before"], r["before_ratios"]
         lines += ["", f"grpo-lite's earlier rollout path (generate on the adapter model): "

@@ -94,12 +94,17 @@ def run_trl(
     steps: int,
     out: Path,
     after: Callable[[Any, Any], Any] | None = None,
+    at_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Train with TRL's GRPOTrainer at the same settings; the same per-step measurements.
 
     Generation, the no-grad log-prob passes (reference) and the optimizer step are timed by wrapping
     TRL's own methods and by its optimizer callbacks (instrumentation only: nothing it computes
     changes); policy = the rest of the step.
+
+    ``at_seconds`` (with ``after``): also ``after(model, tokenizer)`` at the end of the first step that
+    ends ``at_seconds`` or more after training began (under "at_seconds": that result, the step and
+    the seconds), the clock stopped while it runs; at the end if no step gets there.
     """
     import torch
     from datasets import Dataset
@@ -115,7 +120,7 @@ def run_trl(
     dtype = torch.bfloat16 if args["bf16"] else torch.float16 if args["fp16"] else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=dtype)  # fmt: skip
-    clock = _trl_clock()
+    clock = _trl_clock(at_seconds if after else None)
     trainer = TRLTrainer(
         model=model,
         reward_funcs=[reward],
@@ -129,15 +134,21 @@ def run_trl(
         quantization_config=quant,
         callbacks=[clock],
     )  # fmt: skip
-    gen_tokens = _time_trl_passes(trainer, clock.events)
+    gen_tokens = _time_trl_passes(trainer, clock.events, clock.now)
+    if after:
+        clock.evaluate = lambda: after(trainer.model, trainer.processing_class)
     trainer.train()
     parts = {k: _per_step(clock.events, clock.ends, k) for k in ("generate", "reference", "optimizer")}
+    result = after(trainer.model, trainer.processing_class) if after else None
+    if at_seconds is not None and after and clock.at is None:  # trained to the end within the time
+        clock.at = {"after": result, "step": steps, "seconds": clock.ends[-1] - clock.ends[0]}
     return {
         "step_ends": clock.ends,
         "rewards": clock.rewards,
         "gen_tokens": gen_tokens,
         "parts": with_policy(parts, clock.ends),
-        "after": after(trainer.model, trainer.processing_class) if after else None,
+        "after": result,
+        "at_seconds": clock.at,
     }
 
 
@@ -169,8 +180,10 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _trl_clock() -> Any:
-    """A TRL callback that records step ends, optimizer-step times and the logged rewards."""
+def _trl_clock(at_seconds: float | None = None) -> Any:
+    """A TRL callback that records step ends, optimizer-step times and the logged rewards; with
+    ``at_seconds``, calls ``evaluate`` once at the first step end that far into training (the time it
+    takes left out of the clock: later step ends are shifted back by it)."""
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
@@ -178,21 +191,35 @@ def _trl_clock() -> Any:
             self.ends: list[float] = []
             self.rewards: list[float] = []
             self.events: list[tuple[str, float, float]] = []  # (part, end time, seconds)
+            self.paused = 0.0  # seconds spent in ``evaluate``, off the clock
+            self.at: dict[str, Any] | None = None
+            self.evaluate: Callable[[], Any] | None = None
+
+        def now(self) -> float:
+            return time.perf_counter() - self.paused
 
         def on_train_begin(self, *a: Any, **k: Any) -> None:
-            self.ends.append(time.perf_counter())
+            self.ends.append(self.now())
 
-        def on_step_end(self, *a: Any, **k: Any) -> None:
+        def on_step_end(self, args: Any, state: Any, control: Any, **k: Any) -> None:
             _sync()
-            self.ends.append(time.perf_counter())
+            self.ends.append(self.now())
+            elapsed = self.ends[-1] - self.ends[0]
+            if at_seconds is not None and self.evaluate and self.at is None and elapsed >= at_seconds:
+                start, model = time.perf_counter(), k["model"]
+                training = model.training
+                model.eval()
+                self.at = {"after": self.evaluate(), "step": state.global_step, "seconds": elapsed}
+                model.train(training)
+                self.paused += time.perf_counter() - start
 
         def on_pre_optimizer_step(self, *a: Any, **k: Any) -> None:
             _sync()
-            self.t0 = time.perf_counter()
+            self.t0 = self.now()
 
         def on_optimizer_step(self, *a: Any, **k: Any) -> None:
             _sync()
-            self.events.append(("optimizer", time.perf_counter(), time.perf_counter() - self.t0))
+            self.events.append(("optimizer", self.now(), self.now() - self.t0))
 
         def on_log(
             self, _args: Any, _state: Any, _control: Any, logs: dict[str, float] | None = None, **k: Any
@@ -203,9 +230,11 @@ def _trl_clock() -> Any:
     return Clock()
 
 
-def _time_trl_passes(trainer: Any, events: list[tuple[str, float, float]]) -> list[int]:
-    """Wrap TRL's generation and its no-grad log-prob passes to time them into ``events``; returns
-    the list that will hold the tokens generated at each generation."""
+def _time_trl_passes(
+    trainer: Any, events: list[tuple[str, float, float]], now: Callable[[], float] = time.perf_counter
+) -> list[int]:
+    """Wrap TRL's generation and its no-grad log-prob passes to time them into ``events`` (on the
+    clock ``now``); returns the list that will hold the tokens generated at each generation."""
     import torch
 
     gen_tokens: list[int] = []
@@ -213,10 +242,10 @@ def _time_trl_passes(trainer: Any, events: list[tuple[str, float, float]]) -> li
 
     def timed(part: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
         _sync()
-        t0 = time.perf_counter()
+        t0 = now()
         result = fn(*a, **k)
         _sync()
-        events.append((part, time.perf_counter(), time.perf_counter() - t0))
+        events.append((part, now(), now() - t0))
         return result
 
     def timed_generate(*a: Any, **k: Any) -> Any:

@@ -322,3 +322,27 @@ def test_tools_benchmark_counts_only_right_calls_and_leaves_tool_time_out(smollm
     )
     with pytest.raises(RuntimeError, match="did not print what they should"):
         tools_bench.calls_per_second(4, 2)
+
+
+@pytest.mark.slow
+def test_trl_is_evaluated_also_at_a_wall_time_off_its_clock(tiny_model_path, tmp_path):
+    """Equal learning at equal time: TRL's policy measured at the first step that ends ``at_seconds``
+    into training (grpo-lite's time for the same seed), its evaluation off the clock; at the end when
+    no step gets there."""
+    rows = [{"prompt": f"{i}+{i}="} for i in range(8)]
+    early = runners.run_trl(str(tiny_model_path), SMALL, rows, digit_share, 3, tmp_path / "a", _greedy_accuracy,
+                            at_seconds=0.0)  # fmt: skip
+    _check_run(early, 3, 8)
+    at = early["at_seconds"]
+    assert at["step"] == 1 and set(at["after"]) == {"base", "trained"}
+    assert at["seconds"] == pytest.approx(early["step_ends"][1] - early["step_ends"][0])
+    assert at["after"]["base"] == early["after"]["base"]  # adapters off: the same base at both times
+    late = runners.run_trl(str(tiny_model_path), SMALL, rows, digit_share, 2, tmp_path / "b", _greedy_accuracy,
+                           at_seconds=1e9)  # fmt: skip
+    assert late["at_seconds"]["step"] == 2 and late["at_seconds"]["after"] == late["after"]
+    runs = [early | {"rewards": [0.0] * 3}, late | {"rewards": [0.0] * 2}]
+    learned = compare_trl._learned(runs)
+    assert learned["demo_steps_at_equal_time_per_seed"] == [1, 2]
+    assert learned["demo_accuracy_at_equal_time"] == pytest.approx(
+        (at["after"]["trained"] + late["after"]["trained"]) / 2
+    )
