@@ -49,8 +49,9 @@ def text_of(nb):
 
 def test_quickstart(offline_env, tmp_path, monkeypatch):
     """Offline, the quickstart trains SmolLM2-135M-Instruct with the dashboard (10 steps here, to fit
-    CI's time; a user's run: 30), then prints the base vs trained held-out accuracy. That this demo learns is asked of its command at its README length
-    (test_demo: `demo_run`'s same rows, settings and rewards, 40 steps, 10 points or more)."""
+    CI's time; a user's run: 30), then prints the base vs trained held-out accuracy. That this demo
+    learns is asked of its command at its README length (test_demo: `demo_run`'s same rows, settings
+    and rewards, 40 steps, 10 points or more)."""
     monkeypatch.setenv("GRPO_LITE_DEMO_STEPS", "10")
     nb = run_notebook("01_quickstart.ipynb", tmp_path)
     pngs = outputs(nb, "image/png")
