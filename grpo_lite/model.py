@@ -35,11 +35,15 @@ class _DropMessage(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
-# bitsandbytes logs this at import on CPUs with AVX512-BF16 when the optional `kernels` package (a Hub
-# download) is missing; its own CPU kernels are used instead, and there is nothing for a user to do.
-# Filtered on that logger before bitsandbytes is imported; its other messages still show.
+# bitsandbytes tries, at import on CPUs with AVX512-BF16, to fetch an optional CPU kernel from the Hub
+# through the `kernels` package (a transformers dependency since 5.25); where that fails (no `kernels`,
+# or offline with nothing cached) it logs this and uses its own CPU kernels: nothing for a user to do.
+# Offline, `kernels` first logs that it skips the kernel's publisher check. Both are filtered on their
+# loggers before bitsandbytes is imported; every other message of theirs still shows.
 BNB_KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+BNB_KERNEL_TRUST_MESSAGE = "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'"
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessage(BNB_KERNELS_MESSAGE))
+logging.getLogger("kernels._internals.hf_hub").addFilter(_DropMessage(BNB_KERNEL_TRUST_MESSAGE))
 
 
 def pick_device(cfg: GRPOConfig) -> torch.device:

@@ -72,6 +72,19 @@ def smollm2_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A fresh cache holding the tiny demo model, built once on this machine (as on a new one) and
+    shared by every test that runs the tiny demo (GRPO_LITE_CACHE points at it for the session)."""
+    from grpo_lite.demo import demo_model
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRPO_LITE_CACHE", str(cache))
+        demo_model()
+    return cache
+
+
 @pytest.fixture
 def smollm2(smollm2_cache, monkeypatch):
     """The converted folder; ``"smollm2-135m-instruct"`` resolves to it for the test."""

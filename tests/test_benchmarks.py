@@ -110,12 +110,12 @@ def test_learning_summary_by_hand():
         {"after": {"base": 0.5, "trained": 0.7}, "rewards": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
         {"after": {"base": 0.5, "trained": 0.9}, "rewards": [0.3, 0.2, 0.1, 0.6, 0.7, 0.8]},
     ]
-    got = compare_trl._learned(runs)
+    got = compare_trl.learned_summary(runs)
     assert got["demo_accuracy_base"] == 0.5 and got["demo_accuracy_trained"] == pytest.approx(0.8)
     assert got["demo_accuracy_trained_per_seed"] == [0.7, 0.9]
     assert got["demo_reward_first"] == pytest.approx((1.5 + 1.9) / 10)  # first 5 of each seed
     assert got["demo_reward_last"] == pytest.approx((2.0 + 2.4) / 10)  # last 5 of each seed
-    assert compare_trl._learned([]) == {}
+    assert compare_trl.learned_summary([]) == {}
 
 
 def _greedy_accuracy(model, tokenizer):
@@ -341,7 +341,7 @@ def test_trl_is_evaluated_also_at_a_wall_time_off_its_clock(tiny_model_path, tmp
                            at_seconds=1e9)  # fmt: skip
     assert late["at_seconds"]["step"] == 2 and late["at_seconds"]["after"] == late["after"]
     runs = [early | {"rewards": [0.0] * 3}, late | {"rewards": [0.0] * 2}]
-    learned = compare_trl._learned(runs)
+    learned = compare_trl.learned_summary(runs)
     assert learned["demo_steps_at_equal_time_per_seed"] == [1, 2]
     assert learned["demo_accuracy_at_equal_time"] == pytest.approx(
         (at["after"]["trained"] + late["after"]["trained"]) / 2

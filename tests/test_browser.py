@@ -61,23 +61,11 @@ def ipykernel6_spec(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    """The demo model built once for both kernel families (so the notebook's first cell does not
-    time out building it)."""
-    from grpo_lite.demo import demo_model
-
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRPO_LITE_CACHE", str(cache))
-        demo_model()
-    return cache
-
-
 @pytest.fixture(params=["ipykernel7", "ipykernel6"])
 def lab(tmp_path, request, demo_cache):
-    """JupyterLab serving a copy of the quickstart, long enough (400 steps) to steer it mid-run,
-    checkpoints every 5 steps (to branch from), on the kernel family of the parameter."""
+    """JupyterLab serving a copy of the quickstart on the session's tiny demo model (conftest), long
+    enough (400 steps) to steer it mid-run, checkpoints every 5 steps (to branch from), on the kernel
+    family of the parameter."""
     env = {
         **os.environ,
         "GRPO_LITE_OFFLINE": "1",

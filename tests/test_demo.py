@@ -41,15 +41,13 @@ def test_the_readme_demo_makes_smollm2_right_more_often(smollm2, tmp_path, capsy
     assert "40/40" in printed.err  # the live progress bar reached the end
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    """One fresh build of the demo model for this module (as on a new machine), shared by its tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRPO_LITE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+@pytest.fixture
+def tiny_demo(demo_cache, monkeypatch):
+    """The session's fresh build of the tiny demo model (conftest's ``demo_cache``)."""
+    monkeypatch.setenv("GRPO_LITE_CACHE", str(demo_cache))
 
 
-def test_demo_command_improves_held_out_accuracy(demo_cache, tmp_path, capsys):
+def test_demo_command_improves_held_out_accuracy(tiny_demo, tmp_path, capsys):
     """The tiny model's demo (seed 0). Greedy decoding is deterministic, so untrained the gain is exactly
     0; asked for 10 points (8 of the 80 held-out problems), not for what one machine drew: the tiny
     model is built on the machine and its floating-point kernels shape it (here: seed 0 +26, seeds
@@ -87,7 +85,7 @@ def test_demo_command_improves_held_out_accuracy(demo_cache, tmp_path, capsys):
     assert "--steps must be > 0" in capsys.readouterr().err
 
 
-def test_demo_learns_in_bfloat16_on_the_cpu(demo_cache, tmp_path):
+def test_demo_learns_in_bfloat16_on_the_cpu(tiny_demo, tmp_path):
     """The GPU's 16-bit path (bfloat16 embeddings, stream, KV cache, merged rollout copy) run on the
     CPU: the demo still lifts held-out accuracy by 10 points or more, as in float32 (here: +20, +34
     and +16 points for seeds 0-2)."""

@@ -338,17 +338,17 @@ class EditAfterFirstStep:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["code", "reasoning", "json"])
 def test_two_steps_of_each_task_on_smollm2_with_a_reward_edited_mid_run(smollm2, tmp_path, name):
-    """Two GRPO steps of the task as the demo runs it (2 prompts a step, to stay short): every reward
-    scores every completion in [0, 1], the LoRA weights move, and an edit applied after step 1 (all
-    rewards halved) is what step 2 is scored with."""
+    """Two GRPO steps of the task as the demo runs it (1 prompt of 8 completions a step, to stay
+    short): every reward scores every completion in [0, 1], the LoRA weights move, and an edit applied
+    after step 1 (all rewards halved) is what step 2 is scored with."""
     import torch
 
     from grpo_lite.demo import demo_run
     from grpo_lite.trainer import GRPOTrainer
     from rewards import source_of
 
-    demo = demo_run("smollm2-135m-instruct", tmp_path / name, task=name, steps=2, prompts_per_step=2,
-                    micro_batch_size=16)  # fmt: skip
+    demo = demo_run("smollm2-135m-instruct", tmp_path / name, task=name, steps=2, prompts_per_step=1,
+                    micro_batch_size=8)  # fmt: skip
     first = demo.reward_funcs[0]
     source = source_of(first)
     edited = source.rstrip() + "\n"  # the same function, its result halved

@@ -371,12 +371,15 @@ def test_max_tool_calls_bounds_the_calls_and_a_call_past_it_ends_the_answer(smol
 
 
 # ---- the loss sees only what the model wrote ------------------------------------------------------------
+@pytest.mark.parametrize("pack", [False, True], ids=["rows", "packed"])
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
-def test_loss_and_lora_grads_equal_a_loop_over_the_models_tokens_only(tiny_model_path, loss_type):
+def test_loss_and_lora_grads_equal_a_loop_over_the_models_tokens_only(tiny_model_path, loss_type, pack):
     """The trainer's path (Rollout.rows + completion_logprobs + grpo_loss over the loss mask) against a
     slow reference written from the paper: each token the model wrote scored by a forward pass of its
     own prefix (prompt, completion so far, tool answers included, no padding), the tools' tokens never
-    scored; per-token loss -(rho * A) + beta * k3 with rho = 1, normalised over the model's tokens."""
+    scored; per-token loss -(rho * A) + beta * k3 with rho = 1, normalised over the model's tokens.
+    Rows 0 and 1 share their prompt (two completions of one prompt, as GRPO samples them), so the
+    packed log-prob pass (``pack_prompts``: one sequence per prompt) lays both out in one row."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -391,7 +394,7 @@ def test_loss_and_lora_grads_equal_a_loop_over_the_models_tokens_only(tiny_model
         if "lora_B" in name:
             p.data.normal_(0, 0.05)  # a policy away from the reference: KL and its gradient are not zero
     V, P, T, beta = base.config.vocab_size, 5, 12, 0.1
-    prompt_len, comp_len = [5, 3, 4], [12, 9, 7]
+    prompt_len, comp_len = [5, 5, 4], [12, 9, 7]
     tool_spans = [[(3, 6)], [(2, 4), (6, 8)], []]  # [start, end) of the tools' answers in each completion
     N = 3
     prompt_ids = torch.zeros((N, P), dtype=torch.long)
@@ -406,6 +409,7 @@ def test_loss_and_lora_grads_equal_a_loop_over_the_models_tokens_only(tiny_model
         comp_mask[i, : comp_len[i]] = 1
         for a, b in tool_spans[i]:
             tool[i, a:b] = 1
+    prompt_ids[1] = prompt_ids[0]
     rollout = Rollout(prompt_ids, prompt_mask, comp, comp_mask, torch.zeros(N, dtype=torch.bool), [""] * N,
                       [""] * N, tool_mask=tool)  # fmt: skip
     adv = torch.tensor([1.0, -0.5, 0.25])
@@ -415,11 +419,11 @@ def test_loss_and_lora_grads_equal_a_loop_over_the_models_tokens_only(tiny_model
     # the trainer's path: two micro-batches
     model.zero_grad()
     fast_loss = 0.0
-    for idx in (torch.tensor([0, 2]), torch.tensor([1])):
+    for idx in (torch.tensor([0, 1]), torch.tensor([2])):
         ids, attn, mask, Tb = rollout.rows(idx, extents)
-        logps, _ = completion_logprobs(model, ids, attn, mask, temperature=1.0)
+        logps, _ = completion_logprobs(model, ids, attn, mask, temperature=1.0, pack=pack)
         with adapters_disabled(model):
-            ref, _ = completion_logprobs(model, ids, attn, mask, temperature=1.0)
+            ref, _ = completion_logprobs(model, ids, attn, mask, temperature=1.0, pack=pack)
         loss, _ = grpo_loss(
             logps, logps.detach(), ref, adv[idx], mask, beta=beta, loss_type=loss_type, max_tokens=T
         )
