@@ -52,8 +52,14 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy grpo_lite rewards
 	$(BIN)/lint-imports
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each with its share of the cores as torch
+# threads: on CI's 2 cores, 2 workers of 1 thread finish sooner than 1 of 2 (two 2-thread processes
+# on 2 cores stall each other). `make test TEST_WORKERS=1` runs it in one process.
+TEST_WORKERS ?= 2
+TEST_THREADS  = $(shell $(PYTHON) -c "import os; print(max(1, (os.cpu_count() or 1) // $(TEST_WORKERS)))")
+
 test: lint
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

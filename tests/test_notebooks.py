@@ -3,7 +3,6 @@
 import base64
 import os
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -14,12 +13,14 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.fixture(scope="module")
-def offline_env(smollm2_cache, demo_cache):
-    """Offline mode, with the session's SmolLM2 cache and a copy of its tiny demo model (conftest)."""
+def offline_env(smollm2_cache, demo_cache, tmp_path_factory):
+    """Offline mode, with a cache holding the session's SmolLM2 and tiny demo model (conftest)."""
     from grpo_lite.demo import MODEL_VERSION
+    from grpo_lite.offline import SMOLLM2_VERSION
 
-    cache = smollm2_cache
-    shutil.copytree(demo_cache / MODEL_VERSION, cache / MODEL_VERSION, dirs_exist_ok=True)
+    cache = tmp_path_factory.mktemp("notebook-cache")
+    (cache / SMOLLM2_VERSION).symlink_to(smollm2_cache / SMOLLM2_VERSION)
+    (cache / MODEL_VERSION).symlink_to(demo_cache / MODEL_VERSION)
     old = {k: os.environ.get(k) for k in ("GRPO_LITE_OFFLINE", "GRPO_LITE_CACHE", "HF_HUB_OFFLINE")}
     os.environ.update(GRPO_LITE_OFFLINE="1", GRPO_LITE_CACHE=str(cache), HF_HUB_OFFLINE="1")
     yield
