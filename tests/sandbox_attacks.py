@@ -165,7 +165,7 @@ def main(isolation: str) -> dict:
     run_dir = tempfile.mkdtemp(prefix="grpo-lite-run-")
     ctx = {"secret": os.environ["HF_TOKEN"], "pid": os.getpid(), "port": listener.getsockname()[1],
            "token": str(token), "run_dir": run_dir, "nap": f"{30 + os.getpid() % 1000 / 1000:.3f}"}  # fmt: skip
-    limits = sandbox.Limits(wall_seconds=5.0, cpu_seconds=2, isolation=isolation)  # test_sandbox.LIMITS
+    limits = sandbox.Limits(cpu_seconds=2, isolation=isolation)  # test_sandbox.LIMITS: the default wall clock
     report: dict = {"capabilities": sandbox.capabilities(isolation).protections, "cases": {}}
     for case in cases(ctx):
         start = time.monotonic()
