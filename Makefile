@@ -54,12 +54,14 @@ lint: $(VENV)/.installed
 
 # The suite runs on TEST_WORKERS processes (pytest-xdist), each with its share of the cores as torch
 # threads: on CI's 2 cores, 2 workers of 1 thread finish sooner than 1 of 2 (two 2-thread processes
-# on 2 cores stall each other). `make test TEST_WORKERS=1` runs it in one process.
+# on 2 cores stall each other). `make test TEST_WORKERS=1` runs it in one process. The tests marked
+# `alone` (the sandbox's attacks, timed against wall-clock limits) run afterwards, by themselves.
 TEST_WORKERS ?= 2
 TEST_THREADS  = $(shell $(PYTHON) -c "import os; print(max(1, (os.cpu_count() or 1) // $(TEST_WORKERS)))")
 
 test: lint
-	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not alone"
+	$(BIN)/python -m pytest -q -m alone
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
