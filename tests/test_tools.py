@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import torch
@@ -319,13 +320,29 @@ def _tool_rollout(smol, *, max_tool_calls, max_new_tokens=56, seed=0, with_logps
     return ids, mask, turns
 
 
-def test_the_loop_samples_exactly_the_logprobs_the_loss_scores(smol):
-    """The KV cache extended with the tools' answers (a prefill of the appended tokens only, gaps masked)
-    gives every token the model wrote the log-prob that the loss computes on the whole sequence."""
+class _AnswersAtOnce(ThreadPoolExecutor):
+    """A pool whose answers are ready when ``submit`` returns (a call that fails to parse is answered
+    that fast by the tool box): the loop must still feed the call's last token before the answer's."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@pytest.mark.parametrize("answers", ["threads", "at-once"])
+@pytest.mark.parametrize("max_new_tokens", [56, 40])
+def test_the_loop_samples_exactly_the_logprobs_the_loss_scores(smol, monkeypatch, answers, max_new_tokens):
+    """Tools' answers fed through the decode pass (positions counting the row's own tokens, gaps
+    masked) give every token the model wrote the log-prob that the loss computes on the whole sequence,
+    whenever the answers come back; no row writes past the budget (40 tokens: calls end near it)."""
     from grpo_lite.logprobs import completion_logprobs
 
+    if answers == "at-once":
+        monkeypatch.setattr("grpo_lite.rollout.turns.ThreadPoolExecutor", _AnswersAtOnce)
     model, tok = smol
-    ids, mask, turns = _tool_rollout(smol, max_tool_calls=2, with_logps=True)
+    ids, mask, turns = _tool_rollout(smol, max_tool_calls=2, with_logps=True, max_new_tokens=max_new_tokens)
+    assert int(turns.lengths.max()) <= max_new_tokens
     T = turns.completion_ids.shape[1]
     completion_mask = (torch.arange(T)[None] < turns.lengths[:, None]).long()
     loss_mask = completion_mask * (1 - turns.tool_mask)

@@ -7,12 +7,13 @@ vocabulary.
 
 Each step:
 
-1. every row whose logits are fresh samples a token (Gumbel-max, the decode loop's sampling rules,
+1. answers that have come back are rendered as the format writes them (the chat template's tool
+   message), tokenized and appended to their rows (``tool_mask`` = 1 there), and queued to be fed;
+   an answer is taken no sooner than the step after its call, whose last token that step feeds;
+2. every row whose logits are fresh samples a token (Gumbel-max, the decode loop's sampling rules,
    ``decode.sample_tokens``); a row ends at EOS or a stop string (done), at the token budget (done,
    truncated), or at the end of a tool call (``format.parse`` finds one): its call goes to the tool
    box's workers at once (the sandbox for ``python``) and the row waits;
-2. answers that have come back are rendered as the format writes them (the chat template's tool
-   message), tokenized and appended to their rows (``tool_mask`` = 1 there), and queued to be fed;
 3. one forward pass of one token per row: a sampled row feeds its new token, a row with a queued
    answer feeds the answer's next token (as a prompt is fed, its logits unused until the last one), a
    waiting row feeds a masked pad.
@@ -100,24 +101,26 @@ def decode_with_tools(
     pool = ThreadPoolExecutor(max_workers=max(1, getattr(toolbox, "workers", 4)))
     try:
         while True:
-            # 1. one token for each row with fresh logits; the calls that end go to the workers at once
-            feed: dict[int, int] = {}  # row -> the token it feeds this step
+            # 1. the answers that have come back, appended to their rows and queued to be fed. Taken
+            # before sampling: a call submitted below still feeds its last token in this step's pass,
+            # so its answer (however fast) must wait for the next step
+            queued |= rows.take_answers(pending, tool_format)
+            feed = {r: tokens.pop(0) for r, tokens in queued.items()}  # row -> the token it feeds this step
+            # 2. one token for each row with fresh logits; the calls that end go to the workers at once
             if hot:
                 token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                       noise=noise[: len(order)]).tolist()  # fmt: skip
                 lp = torch.log_softmax(logits.float() / temperature, dim=-1) if with_logps else None
+                sampled: dict[int, int] = {}  # row -> the token it sampled
                 for i, r in enumerate(order):
                     if r in hot:
                         rows.append(r, [token[i]])
-                        feed[r] = token[i]
+                        sampled[r] = token[i]
                         if lp is not None:
                             rows.logps[r].append(float(lp[i, token[i]]))
-                for r, call in rules.apply(rows, feed).items():
+                for r, call in rules.apply(rows, sampled).items():
                     pending[r] = (call, pool.submit(toolbox.call, call))
-            # 2. the answers that have come back, appended to their rows and queued to be fed
-            queued |= rows.take_answers(pending, tool_format)
-            for r, tokens in queued.items():
-                feed[r] = tokens.pop(0)
+                feed |= sampled  # the rows that ended left ``sampled``; the callers still feed their call
             if not feed:
                 if not pending:
                     break
@@ -224,6 +227,10 @@ class _Rows:
 
     def append(self, r: int, tokens: list[int], *, tool: bool = False) -> None:
         n = self.length[r]
+        if n + len(tokens) > self.max_new_tokens:  # a slice past the end would drop them silently
+            raise RuntimeError(
+                f"row {r}: {n} + {len(tokens)} tokens past max_new_tokens={self.max_new_tokens}"
+            )
         self.ids[r, n : n + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         self.tool[r, n : n + len(tokens)] = int(tool)
         self.length[r] += len(tokens)
