@@ -9,7 +9,8 @@
    demo's prompts (``tool_demo``: 4 prompts x 8 completions of up to 64 tokens, the python tool in the
    plain format, at most 2 calls) with and without the tool, alternately, ``--repeats`` times each.
    tokens/s = the model's own tokens / (rollout seconds - seconds inside the tool calls); the tools'
-   answers are prefilled, not counted as tokens, and their prefill counts as rollout time.
+   answers are fed through the decode pass, not counted as tokens, and feeding them counts as rollout
+   time.
 """
 
 from __future__ import annotations
