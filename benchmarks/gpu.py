@@ -57,7 +57,10 @@ QWEN = {
 # A tiny shape of the same family, only for a smoke run of this script on the CPU (tests).
 QWEN["tiny"] = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=128, vocab_size=4096, tie_word_embeddings=True)  # fmt: skip
-HUB_ID = {"0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "1.5b": "Qwen/Qwen2.5-1.5B-Instruct", "tiny": "tiny-qwen2"}
+HUB_ID = {"0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "1.5b": "Qwen/Qwen2.5-1.5B-Instruct", "tiny": "tiny-qwen2",
+          "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # fmt: skip
+# ``smollm2``: the real SmolLM2-135M-Instruct, offline (grpo_lite.offline: Q4_1 weights dequantized).
+MODELS = (*QWEN, "smollm2")
 SETTINGS = dict(
     prompts_per_step=2,
     group_size=8,
@@ -130,7 +133,11 @@ def random_weights_model(size: str, folder: Path) -> Path:
 
 
 def resolve_model(size: str, folder: Path, random_weights: bool) -> tuple[str, str]:
-    """(model path or id, "hub" | "random weights, real config")."""
+    """(model path or id, "hub" | "random weights, real config" | the offline SmolLM2's note)."""
+    if size == "smollm2":
+        from grpo_lite.offline import SMOLLM2, WEIGHTS_NOTE, resolve_model as offline_model
+
+        return offline_model(SMOLLM2), WEIGHTS_NOTE
     if not random_weights and size != "tiny":
         try:
             from huggingface_hub import snapshot_download
@@ -346,9 +353,9 @@ def parse_runs(spec: str) -> list[tuple[str, int, list[str]]]:
             plan.append((size, int(tokens), impls))
         except ValueError:
             sys.exit(f"--runs: {part!r} is not MODEL:TOKENS:WHAT[,WHAT...]")
-        unknown = sorted({size} - set(QWEN)) + sorted(set(impls) - {*VARIANTS, "trl"})
+        unknown = sorted({size} - set(MODELS)) + sorted(set(impls) - {*VARIANTS, "trl"})
         if unknown:
-            sys.exit(f"--runs: unknown {unknown}; models {list(QWEN)}, runs {[*VARIANTS, 'trl']}")
+            sys.exit(f"--runs: unknown {unknown}; models {list(MODELS)}, runs {[*VARIANTS, 'trl']}")
     return plan
 
 

@@ -135,6 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         steps=args.steps,
         overwrite=args.overwrite,
         compute_dtype=args.compute_dtype,
+        device=None if args.device == "auto" else args.device,
     )
     print(json.dumps(summary, indent=2))
     gain = 100 * (summary["accuracy_after"] - summary["accuracy_before"])
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
-        help="offline CPU demo: GRPO on SmolLM2-135M-Instruct (or a tiny model), accuracy before/after",
+        help="offline demo (CPU, or a GPU when there is one): GRPO on SmolLM2-135M-Instruct (or a tiny model), accuracy before/after",
     )
     from grpo_lite.tasks import TASKS
 
@@ -251,7 +252,11 @@ def _add_demo(sub: Any) -> None:
     )
     demo.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
     demo.add_argument("--compute-dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                      help="bfloat16/float16: the GPU's 16-bit path, on the CPU (default: %(default)s, float32 here)")  # fmt: skip
+                      help="auto: bfloat16 on a GPU that has it, float16 on one that does not (a T4), float32 "
+                      "on the CPU; bfloat16/float16 also run the GPU's 16-bit path on the CPU (default: %(default)s)")  # fmt: skip
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                      help="auto: a CUDA GPU when one answers, else the CPU; the tiny model always trains on "
+                      "the CPU (default: %(default)s)")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
 

@@ -27,6 +27,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -146,6 +147,7 @@ def convert_gguf(gguf_file: Path, dest: Path) -> None:
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    align_special_tokens(tokenizer, loaded, gguf_file)
     check_vocabulary(tokenizer, gguf_file)
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -161,6 +163,29 @@ def convert_gguf(gguf_file: Path, dest: Path) -> None:
     )
     source = {"package": SMOLLM2_PACKAGE, "file": name, "weights": WEIGHTS_NOTE, "hub_id": SMOLLM2_HUB_ID}
     (dest / "grpo_lite_source.json").write_text(json.dumps(source, indent=2) + "\n")
+
+
+SPECIAL_KEYS = {"eos": "eos", "bos": "bos", "padding": "pad"}  # GGUF's tokenizer.ggml.X_token_id -> X_token
+
+
+def align_special_tokens(tokenizer: Any, model: Any, gguf_file: Path) -> dict[str, int]:
+    """Set the tokenizer's, the config's and the generation config's special tokens to the GGUF's own
+    ids (its metadata is the authority: transformers 5.17's GGUF loader gave SmolLM2 eos id 1, the
+    GGUF says 2; 5.25's gives 2). Returns the ids set."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_file).fields
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    ids = {}
+    for special, attr in SPECIAL_KEYS.items():
+        key = f"tokenizer.ggml.{special}_token_id"
+        if key not in fields:
+            continue
+        ids[attr] = int(fields[key].contents())
+        setattr(tokenizer, f"{attr}_token", tokens[ids[attr]])
+        for config in (model.config, model.generation_config):
+            setattr(config, f"{attr}_token_id", ids[attr])
+    return ids
 
 
 def check_vocabulary(tokenizer: object, gguf_file: Path) -> None:

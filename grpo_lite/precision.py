@@ -84,6 +84,8 @@ class LossScaler:
     def __init__(self, dtype: torch.dtype, device: torch.device, *, init_scale: float = 2.0**16) -> None:
         self.enabled = dtype == torch.float16
         self._scaler = torch.amp.GradScaler(device.type, init_scale=init_scale, enabled=self.enabled)
+        if self.enabled:  # the scale exists from the start: a first step whose completions were all
+            self._scaler.scale(torch.zeros((), device=device))  # skipped scales no loss, then unscales
 
     @property
     def scale_value(self) -> float:

@@ -61,11 +61,11 @@ def tool_demo_config(
     calls each, LoRA rank 16, 4-bit NF4, learning rate 5e-4; a completion ends at "\\nQuestion" (the
     model starting a new example). Prompts are packed (``pack_prompts``: each prompt, a worked example
     and the question, is longer than its completions; the loss's forward/backward took half the time
-    on SmolLM2)."""
+    on SmolLM2). ``device`` None: a CUDA GPU when one answers, else the CPU."""
     return GRPOConfig(
         model=str(model), output_dir=str(output_dir), load_in_4bit=True, max_new_tokens=64, group_size=8,
         prompts_per_step=4, micro_batch_size=32, learning_rate=5e-4, lora_rank=16, lora_alpha=32,
-        max_steps=steps, save_steps=0, seed=seed, device="cpu", tools=("python",), tool_format="plain",
+        max_steps=steps, save_steps=0, seed=seed, device=None, tools=("python",), tool_format="plain",
         max_tool_calls=2, stop_strings=("\nQuestion",), max_prompt_tokens=256, pack_prompts=True,
     ).replace(**settings)  # fmt: skip
 

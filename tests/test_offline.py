@@ -191,3 +191,23 @@ def test_grpo_steps_on_the_real_model(smollm2, tmp_path, compute_dtype):
     assert any(not torch.equal(v, after[n]) for n, v in lora.items())
     assert all(torch.equal(v, after[n]) for n, v in base.items())
     assert history[-1]["compute_dtype"] == compute_dtype
+
+
+def test_special_tokens_follow_the_gguf_whatever_the_loader_said(smollm2):
+    """transformers 5.17's GGUF loader read SmolLM2's eos as id 1 (<|im_start|>); the GGUF says 2.
+    The conversion sets the tokenizer's, config's and generation config's ids from the GGUF."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from grpo_lite.offline import align_special_tokens, check_vocabulary
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    tok.eos_token = tok.convert_ids_to_tokens(1)  # what the older loader gave
+    model = SimpleNamespace(config=SimpleNamespace(eos_token_id=1), generation_config=SimpleNamespace(eos_token_id=1))
+    with pytest.raises(ModelUnavailable, match="eos id 1 is not the GGUF's 2"):
+        check_vocabulary(tok, smollm2 / SMOLLM2_GGUF)
+    ids = align_special_tokens(tok, model, smollm2 / SMOLLM2_GGUF)
+    assert ids["eos"] == 2 and tok.eos_token_id == 2 and tok.eos_token == "<|im_end|>"
+    assert model.config.eos_token_id == model.generation_config.eos_token_id == 2
+    check_vocabulary(tok, smollm2 / SMOLLM2_GGUF)  # now passes

@@ -223,3 +223,30 @@ def test_tiny_task_learns_in_bfloat16(tiny_model_path, sum_rows, tmp_path):
     last = sum(m["reward"] for m in history[-5:]) / 5
     assert {m["compute_dtype"] for m in history} == {"bfloat16"}
     assert first < 0.3 and last > first + 0.5, (first, last)
+
+
+def test_float16_first_step_with_every_group_tied_steps_with_zeros(tiny_qwen_path, tmp_path):
+    """A first step whose groups all tie (beta = 0: every completion skipped, no loss scaled) used to
+    stop float16 runs on unscale ("_scale is None"): the code task's first step on a GPU. Now it steps
+    with zero gradients, as the full computation would, and the scale stays where it was."""
+
+    def zero(prompts, completions, **kw):
+        return [0.0] * len(completions)
+
+    cfg = make_cfg(tiny_qwen_path, tmp_path / "r", compute_dtype="float16", rollout_weights="adapter", beta=0.0)
+    tr = GRPOTrainer(cfg, [{"prompt": "12+34="}, {"prompt": "7*8="}], [zero], progress=False)
+    lora = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    m = tr.train_step()
+    assert m["skipped_compute_frac"] == 1.0 and m["update_skipped"] == 0.0 and m["grad_norm"] == 0.0
+    assert m["loss_scale"] == 2.0**16 and tr.scaler.scale_value == 2.0**16
+    assert all(torch.equal(lora[n], p) for n, p in tr.model.named_parameters() if p.requires_grad)
+
+
+def test_loss_scaler_unscales_before_any_scale():
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.zeros(3)
+    opt = torch.optim.SGD([p], lr=1.0)
+    scaler = LossScaler(FP16, torch.device("cpu"), init_scale=8.0)
+    scaler.unscale(opt)  # no scale() before: fine
+    assert scaler.step(opt, finite=True) and torch.equal(p.detach(), torch.ones(3))
+    assert scaler.scale_value == 8.0
