@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _, task, dtype = part.split("-")
             entry = demo_part(task, dtype, a, a.work)
         elif part == "compare-trl":
-            entry = script_part("compare_trl.py", ["--model", "smollm2-135m-instruct", "--reps", "2", "--steps",
-                                                   "6", "--learning-steps", "0"], a, a.work)  # fmt: skip
+            entry = script_part("compare_trl.py", ["--model", "smollm2-135m-instruct", "--reps", "1", "--steps",
+                                                   "5", "--learning-steps", "0"], a, a.work)  # fmt: skip
         elif part == "rollouts":
             entry = script_part("gpu.py", ["--runs", "smollm2:128:", "--rollouts", "4", "--budget-s", "0",
                                            "--device", a.device], a, a.work)  # fmt: skip

@@ -24,6 +24,7 @@ if [ "${1:-}" = stash ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     PYTHONPATH=/tmp/site python3 -c "import torch, transformers, peft, bitsandbytes, trl, gguf, pyarrow; print(torch.__version__, torch.version.cuda, transformers.__version__, peft.__version__, bitsandbytes.__version__, trl.__version__, gguf.__version__ if hasattr(gguf, '__version__') else '', pyarrow.__version__)"
     command -v bwrap || echo "no bwrap"
+    PYTHONPATH=/tmp/site:$PWD python3 -c "from rewards.sandbox import capabilities; print(capabilities())"
     exit 0
 fi
 shift_args=("$@")
