@@ -82,7 +82,9 @@ def no_learning_signal(history: History) -> Alarm | None:
     if len(recent) == 3 and all(m.get("equal_reward_groups", 0) > 0.75 for m in recent):
         return Alarm("no_signal", history[-1]["step"],
                      f"{100 * recent[-1]['equal_reward_groups']:.0f}% of groups gave all-equal rewards (no learning signal)",
-                     "raise the temperature, use easier prompts, or add a partial-credit reward")  # fmt: skip
+                     "raise the temperature, use easier prompts, add a partial-credit reward, or (in a new run "
+                     "or a branch) dynamic_sampling=True, rest_tied_after, warm_start='own' / 'solutions'; "
+                     "`python -m grpo_lite scan` says which")  # fmt: skip
     return None
 
 

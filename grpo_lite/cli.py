@@ -173,6 +173,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """The pre-flight scan (scan.py): a task's data, rewards and settings, or train's options."""
+    from grpo_lite.scan import report_text
+    from grpo_lite.trainer import GRPOTrainer
+
+    names = {f.name for f in dataclasses.fields(GRPOConfig)}
+    if args.task:
+        from grpo_lite.demo import demo_run
+
+        given = {k: v for k, v in vars(args).items() if k in names}
+        demo = demo_run("smollm2-135m-instruct", given.pop("output_dir", f"runs/scan-{args.task}"), task=args.task,
+                        **given)  # fmt: skip
+        trainer = GRPOTrainer(demo.cfg, demo.train_rows, demo.reward_funcs, reward_weights=demo.reward_weights,
+                              overwrite=True, progress=False)  # fmt: skip
+    else:
+        cfg = config_from_args(args)
+        funcs, weights = parse_rewards(args.reward or DEFAULT_REWARDS)
+        rows = load_dataset_arg(args.dataset, args.split, args.limit)
+        trainer = GRPOTrainer(cfg, rows, funcs, reward_weights=weights, overwrite=True, progress=False)
+    report = trainer.scan(args.prompts)
+    print(report_text(report))
+    print(f"written to {trainer.run_dir / 'scan.json'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from grpo_lite.evaluate import evaluate_model
 
@@ -224,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m grpo_lite", description="GRPO with 4-bit LoRA on one GPU."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_eval, _add_export, _add_scale_out):
+    for add in (_add_demo, _add_train, _add_scan, _add_eval, _add_export, _add_scale_out):
         add(sub)
     return parser
 
@@ -279,6 +304,26 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
     add_config_options(train)
     train.set_defaults(func=cmd_train)
+
+
+def _add_scan(sub: Any) -> None:
+    from grpo_lite.tasks import TASKS
+
+    scan = sub.add_parser("scan", help="pre-flight scan: sample G completions for N prompts, report the signal "
+                          "GRPO would find and a verdict (too hard / learnable / too easy)")  # fmt: skip
+    scan.add_argument(
+        "--task", choices=list(TASKS), help="a demo task's data, rewards and settings (SmolLM2)"
+    )
+    scan.add_argument("--prompts", type=int, default=32, help="prompts to sample (default: %(default)s)")
+    scan.add_argument("--config", help="a GRPOConfig as JSON or YAML; options below override it")
+    scan.add_argument(
+        "--dataset", default="gsm8k", help="without --task: as for train (default: %(default)s)"
+    )
+    scan.add_argument("--split", default="train", help="dataset split for 'gsm8k' (default: %(default)s)")
+    scan.add_argument("--limit", type=int, help="use only the first N rows")
+    scan.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]", help="as for train (repeatable)")
+    add_config_options(scan)
+    scan.set_defaults(func=cmd_scan)
 
 
 def _add_eval(sub: Any) -> None:

@@ -28,6 +28,8 @@ ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
 RolloutWeights = Literal["auto", "merged", "adapter"]
 Sampler = Literal["grpo_lite", "transformers"]
 ToolFormat = Literal["auto", "hermes", "plain"]
+PromptOrder = Literal["uniform", "curriculum"]
+WarmStart = Literal["off", "own", "solutions"]
 BUILTIN_TOOLS = ("python",)
 
 
@@ -171,6 +173,49 @@ class GRPOConfig:
     num_iterations: int = 1
     """mu: updates per batch of rollouts. With 1 the old log-probs are the detached current ones."""
 
+    # ---- seeking signal where the reward is sparse ---------------------------------------------
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling (arXiv 2503.14476, section 3.2; ``grpo_lite/dynamic.py``): groups whose
+    rewards all tie (no signal) are set aside and groups for further prompts are drawn and scored in
+    the same step, until ``prompts_per_step`` groups carry signal or ``max_extra_rounds`` further
+    draws were made; the step trains on the groups with signal (none found: no update that step)."""
+
+    max_extra_rounds: int = 3
+    """With ``dynamic_sampling``: further draws of ``prompts_per_step`` prompts a step may make (>= 0)."""
+
+    prompt_order: PromptOrder = "uniform"
+    """``"uniform"``: each epoch in a seeded random order; ``"curriculum"``: each epoch easiest first, by
+    the data's ``difficulty`` column (numbers, lower = easier) or else by each row's recent pass rate
+    (``grpo_lite/difficulty.py``)."""
+
+    rest_tied_after: int = 0
+    """Rest a row whose group tied (solved by every completion or by none) on this many visits in a
+    row: the stream passes over it the next ``rest_epochs`` times it comes round; 0: never rest."""
+
+    rest_epochs: int = 1
+    """How many times a rested row is passed over before it comes back (>= 1)."""
+
+    warm_start: WarmStart = "off"
+    """Before GRPO, a short supervised phase of the LoRA on right answers (``grpo_lite/warm_start.py``):
+    ``"own"``, the model's own (``warm_start_prompts`` prompts sampled and scored first; rejection
+    sampling / STaR), or ``"solutions"``, the data's ``solution_column``; ``"off"``: none."""
+
+    warm_start_steps: int = 20
+    """Optimizer steps of the warm start, ``warm_start_batch`` examples each."""
+
+    warm_start_batch: int = 8
+    """Examples per warm-start step (> 0)."""
+
+    warm_start_prompts: int = 64
+    """With ``warm_start="own"``: training prompts sampled (G completions each) to find right answers."""
+
+    solution_column: str = "solution"
+    """With ``warm_start="solutions"``: the column holding a worked answer per row."""
+
+    solve_threshold: float = 1.0
+    """A completion counts as solving its prompt when its total reward is at least this (the pass
+    rates of the difficulty record, the dashboard's histogram)."""
+
     # ---- optimisation --------------------------------------------------------------------------
     learning_rate: float = 1e-5
     """AdamW learning rate for the LoRA weights."""
@@ -287,6 +332,25 @@ class GRPOConfig:
                "'grpo_lite' when tools are on (the tool loop is grpo-lite's decode loop)")  # fmt: skip
         _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
         _check(self, "compile_rollouts", isinstance(self.compile_rollouts, bool), "True or False")
+        _check(self, "dynamic_sampling", isinstance(self.dynamic_sampling, bool), "True or False")
+        _check(self, "rest_tied_after", isinstance(self.rest_tied_after, int) and self.rest_tied_after >= 0,
+               "an integer >= 0 (0 = never rest)")  # fmt: skip
+        _check(
+            self,
+            "rest_epochs",
+            isinstance(self.rest_epochs, int) and self.rest_epochs >= 1,
+            "an integer >= 1",
+        )
+        finite = isinstance(self.solve_threshold, (int, float)) and math.isfinite(self.solve_threshold)
+        _check(self, "solve_threshold", finite, "a finite number")
+        _check(self, "warm_start_steps", isinstance(self.warm_start_steps, int) and self.warm_start_steps > 0,
+               "an integer > 0")  # fmt: skip
+        _check(self, "warm_start_batch", isinstance(self.warm_start_batch, int) and self.warm_start_batch > 0,
+               "an integer > 0")  # fmt: skip
+        _check(self, "warm_start_prompts", isinstance(self.warm_start_prompts, int) and self.warm_start_prompts > 0,
+               "an integer > 0")  # fmt: skip
+        _check(self, "max_extra_rounds", isinstance(self.max_extra_rounds, int) and self.max_extra_rounds >= 0,
+               "an integer >= 0")  # fmt: skip
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

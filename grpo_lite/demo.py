@@ -30,6 +30,8 @@ from grpo_lite.offline import build_once, cache_dir
 from grpo_lite.tasks import TASKS, get_task
 
 DEMO_MODELS = ("smollm2-135m-instruct", "tiny")
+SIGNAL_FIELDS = ("dynamic_sampling", "max_extra_rounds", "prompt_order", "rest_tied_after", "warm_start",
+                 "warm_start_steps")  # fmt: skip
 OPERANDS = 20  # tiny: problems a+b with a, b in [0, 20): 400 in all
 SPLIT_SEED = 1234  # fixed: the held-out problems must be the ones the cached model never saw
 P_RIGHT = 0.4  # share of correct labels in the warm start; the rest are a+b+1
@@ -142,6 +144,8 @@ class DemoRun:
     reward_weights: list[float]
     measures: dict[str, Callable[..., Any]]
     task: str = "arithmetic"
+    model: str = "smollm2-135m-instruct"  # the demo model's name (DEMO_MODELS)
+    naive: bool = False
 
     @property
     def eval_reward(self) -> Callable[..., Any]:
@@ -182,12 +186,12 @@ def demo_run(
         train, held = arithmetic_split()
         cfg = demo_config(demo_model(), Path(output_dir), seed=seed, steps=steps or 80)
         return DemoRun(train, held, cfg.replace(**settings), [exact_answer, answer_tag_format], [1.0, 0.1],
-                       {"accuracy": exact_answer})  # fmt: skip
+                       {"accuracy": exact_answer}, model="tiny")  # fmt: skip
     train, held = chosen.split()
     cfg = smollm2_config(resolve_model(model), Path(output_dir), seed=seed, steps=steps or chosen.steps)
     funcs, weights = chosen.naive if naive and chosen.naive else (chosen.rewards, chosen.weights)
-    return DemoRun(train, held, cfg.replace(**chosen.settings, **settings), list(funcs), list(weights),
-                   dict(chosen.measures), task=task)  # fmt: skip
+    return DemoRun(train, held, cfg.replace(**(chosen.settings | settings)), list(funcs), list(weights),
+                   dict(chosen.measures), task=task, model=model, naive=naive)  # fmt: skip
 
 
 def run_demo(
@@ -207,15 +211,33 @@ def run_demo(
     conversion included. The held-out completions before and after go to ``held_out.jsonl``.
     ``device``: SmolLM2 trains on a CUDA GPU when one answers (None), or where it says; the tiny
     model always on the CPU."""
-    from grpo_lite.evaluate import held_out_scores
-    from grpo_lite.offline import WEIGHTS_NOTE
-    from grpo_lite.trainer import GRPOTrainer
-
     start, output_dir = time.perf_counter(), Path(output_dir)
     where = {"device": device} if device and model != "tiny" else {}
     demo = demo_run(
-        model, output_dir, task=task, naive=naive, seed=seed, steps=steps, compute_dtype=compute_dtype, **where
+        model,
+        output_dir,
+        task=task,
+        naive=naive,
+        seed=seed,
+        steps=steps,
+        compute_dtype=compute_dtype,
+        **where,
     )
+    return train_and_measure(demo, output_dir, overwrite=overwrite, start=start)
+
+
+def train_and_measure(
+    demo: DemoRun, output_dir: str | Path, *, overwrite: bool = False, start: float | None = None
+) -> dict[str, Any]:
+    """Train a demo run (``demo_run``'s, or one changed from it: an ablation) and measure its held-out
+    rows before and after; ``summary.json`` and ``held_out.jsonl`` in ``output_dir``."""
+    from grpo_lite.evaluate import held_out_scores
+    from grpo_lite.offline import WEIGHTS_NOTE
+    from grpo_lite.trainer import GRPOTrainer
+    from grpo_lite.warm_start import warm_start
+
+    start, output_dir = start or time.perf_counter(), Path(output_dir)
+    model, task, naive, seed = demo.model, demo.task, demo.naive, demo.cfg.seed
     cfg, held = demo.cfg, demo.eval_rows
     trainer = GRPOTrainer(
         cfg, demo.train_rows, demo.reward_funcs, reward_weights=demo.reward_weights, overwrite=overwrite
@@ -227,6 +249,11 @@ def run_demo(
 
     before, texts_before = measure()
     print(f"held-out greedy before training: {_says(before)} of {len(held)} problems", flush=True)
+    after_warm_start = None
+    if cfg.warm_start != "off":  # measured apart, so that the table says what GRPO added to it
+        trainer.warm_started = warm_start(trainer)
+        after_warm_start = measure()[0]
+        print(f"held-out greedy after the warm start: {_says(after_warm_start)}", flush=True)
     history = trainer.train()
     after, texts_after = measure()
     print(f"held-out greedy after training:  {_says(after)}", flush=True)
@@ -239,6 +266,7 @@ def run_demo(
         "accuracy_before": before["accuracy"],
         "accuracy_after": after["accuracy"],
         "before": before,
+        "after_warm_start": after_warm_start,
         "after": after,
         "held_out_problems": len(held),
         "steps": len(history),
@@ -247,6 +275,10 @@ def run_demo(
         "final_reward": history[-1]["reward"] if history else None,
         "device": str(trainer.device),
         "compute_dtype": history[-1]["compute_dtype"] if history else None,
+        "signal": {k: getattr(cfg, k) for k in SIGNAL_FIELDS},  # how the run sought signal (sparse rewards)
+        "extra_rounds": sum(m.get("dynamic/extra_rounds", 0) for m in history),
+        "steps_without_update": sum(m.get("update_skipped", 0) for m in history),
+        "warm_start": {k: v for k, v in (trainer.warm_started or {}).items() if k != "losses"} or None,
     }
     with open(output_dir / "held_out.jsonl", "w") as f:
         for row, b, a in zip(held, texts_before, texts_after, strict=True):

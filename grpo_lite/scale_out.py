@@ -74,6 +74,19 @@ NO_EQUIVALENT = {
     "max_tool_calls": "dropped (used only with tools, which scale-out refuses)",
     "tool_timeout": "dropped (used only with tools, which scale-out refuses)",
     "tool_output_chars": "dropped (used only with tools, which scale-out refuses)",
+    "dynamic_sampling": "not carried: TRL has no dynamic sampling; the TRL run trains on every group drawn, "
+    "tied groups too (their advantage is 0, so they only dilute the batch), and draws no further prompts",
+    "max_extra_rounds": "not carried (used only with dynamic_sampling, which TRL does not have)",
+    "prompt_order": "not carried: TRL serves the data in a shuffled order of its own (no curriculum)",
+    "rest_tied_after": "not carried: TRL has no per-prompt difficulty record; every row stays in rotation",
+    "rest_epochs": "not carried (used only with rest_tied_after, which TRL does not have)",
+    "solve_threshold": "not carried (grpo-lite's difficulty record only)",
+    "warm_start": "not carried: TRL's GRPOTrainer has no supervised phase; run TRL's SFTTrainer on the right "
+    "answers first, or hand over a grpo-lite run after its warm start (adapter=)",
+    "warm_start_steps": "not carried (used only with warm_start)",
+    "warm_start_batch": "not carried (used only with warm_start)",
+    "warm_start_prompts": "not carried (used only with warm_start)",
+    "solution_column": "not carried (used only with warm_start)",
 }
 
 

@@ -23,6 +23,7 @@ from grpo_lite.backends import resolve_backend
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
 from grpo_lite.config import GRPOConfig
 from grpo_lite.data import PromptData, reward_columns
+from grpo_lite.dynamic import Draw, no_update, seek_signal
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.loss import grpo_loss, masked_mean, microbatch_weight
 from grpo_lite.metrics import step_metrics
@@ -32,9 +33,11 @@ from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout.weights import compiled_in_force, rollout_sampler
 from grpo_lite.run import RunDir, TrainerState, read_state, rng_state, set_rng_state
+from grpo_lite.scan import scan
 from grpo_lite.steering import Steering, weights_in_force
 from grpo_lite.tools import tool_use
 from grpo_lite.trackers import make_trackers
+from grpo_lite.warm_start import record_from_state, warm_start, warm_start_facts
 from rewards import Combined, NamedReward, combine
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,9 @@ class GRPOTrainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         trackers = make_trackers(cfg, self.run_dir)  # before any model loads: a missing package fails fast
-        self.data = PromptData(train_dataset, prompt_column=cfg.prompt_column, seed=cfg.seed)
+        self.data = PromptData(train_dataset, prompt_column=cfg.prompt_column, seed=cfg.seed, order=cfg.prompt_order,
+                               rest_tied_after=cfg.rest_tied_after, rest_epochs=cfg.rest_epochs,
+                               solve_threshold=cfg.solve_threshold)  # fmt: skip
         self.rewards = (
             reward_funcs
             if isinstance(reward_funcs, Combined)
@@ -86,6 +91,7 @@ class GRPOTrainer:
         self.step = 0
         self.interrupted_at: Path | None = None  # the checkpoint written when Ctrl-C stopped the run
         self._optimizer_steps_taken = 0
+        self.warm_started: dict[str, Any] | None = None  # what the warm start did (warm_start.json)
         self.history: list[dict[str, Any]] = []
         self.last_rollout: dict[str, Any] | None = None
         torch.manual_seed(cfg.seed)  # LoRA init
@@ -119,12 +125,14 @@ class GRPOTrainer:
     def train(self) -> list[dict[str, Any]]:
         """Run until ``cfg.max_steps`` or a stop request; Ctrl-C stops cleanly with a checkpoint."""
         self.steering.stop_requested = False  # a stopped run can be continued by calling train() again
+        if self.step == 0 and self.cfg.warm_start != "off" and self.warm_started is None:
+            self.warm_started = warm_start(self)  # a supervised phase on right answers first (warm_start.py)
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        step_at_start, rng_at_step_start = self.step, rng_state()
+        step_at_start, rng_at_step_start, data_at_step_start = self.step, rng_state(), self.data.state_dict()
         try:
             while self.step < self.cfg.max_steps and not self.steering.stop_requested:
-                step_at_start = self.step
+                step_at_start, data_at_step_start = self.step, self.data.state_dict()
                 rng_at_step_start = rng_state()  # rewound to on Ctrl-C: the next step replays exactly
                 changes = self._step_boundary()
                 if self.steering.stop_requested:
@@ -139,6 +147,7 @@ class GRPOTrainer:
                 log.warning("step %d was interrupted after its update; its metrics are not logged", self.step)
             elif self.step == step_at_start:  # model and optimizer hold the last completed step
                 set_rng_state(rng_at_step_start)
+                self.data.load_state_dict(data_at_step_start)  # the step's prompts are drawn again
             path = self.interrupted_at = self.save_checkpoint(interrupted=True)
             log.warning("interrupted at step %d; checkpoint in %s (resume with resume_from=%r)",
                         self.step, path, str(path))  # fmt: skip
@@ -153,27 +162,12 @@ class GRPOTrainer:
 
     def train_step(self, changes: dict[str, Any] | None = None) -> dict[str, Any]:
         """One GRPO step; returns its metrics (also kept in ``self.history``)."""
-        cfg, t0 = self.cfg, time.perf_counter()
-        rows = self.data.batch(self.step, cfg.prompts_per_step)
-        prompts = [row[cfg.prompt_column] for row in rows]
-        # 1. roll out: G completions per prompt with the sampling settings in force, sampled by the
-        #    policy or by its merged copy, brought up to the latest update first (rollout/weights.py)
-        rollout = generate(
-            self.sampler_model.current(),
-            self.tokenizer,
-            prompts,
-            group_size=cfg.group_size,
-            sampling=self.sampling,
-            max_prompt_tokens=cfg.max_prompt_tokens,
-            stop_strings=cfg.stop_strings,
-            sampler=cfg.sampler,
-            compiled=cfg.compile_rollouts,
-            tools=self.tools,
-        )
-        t_gen = time.perf_counter()
-        # 2. score: every reward function once, errors isolated
-        scores, scored = self._score(prompts, rows, rollout)
-        rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), NaN = no reward at all
+        cfg = self.cfg
+        # 1-2. roll out B prompts x G and score them; with dynamic sampling, draw more until B groups
+        #      carry signal and keep those (dynamic.py)
+        draw, drawn = self._draw_step()
+        rollout, scores, scored = draw.rollout, draw.scores, draw.scored
+        rewards = draw.rewards  # (N,), NaN = no reward at all
         t_score = time.perf_counter()
         # 3. advantages, relative to each prompt's group
         adv = group_advantages(
@@ -182,13 +176,18 @@ class GRPOTrainer:
         # (N,) the model's tokens and where each completion ends, on the CPU: micro-batches never wait
         lengths, extents = torch.stack([rollout.lengths, rollout.extents]).cpu()
         adv = adv.to(self.device)  # (N,)
+        trains = drawn.get("dynamic/groups_kept", 1) > 0  # dynamic sampling found no signal: no update
         # 4. reference (adapters off) and old log-probs, both without grad
-        ref_logps = self._logps_no_grad(rollout, extents, reference=True) if cfg.beta > 0 else None
-        old_logps = self._logps_no_grad(rollout, extents, reference=False) if cfg.num_iterations > 1 else None
+        ref_logps = self._logps_no_grad(rollout, extents, reference=True) if cfg.beta > 0 and trains else None
+        old_logps = (
+            self._logps_no_grad(rollout, extents, reference=False)
+            if cfg.num_iterations > 1 and trains
+            else None
+        )
         t_ref = time.perf_counter()
         # 5. update: mu optimizer steps on this batch
-        update: dict[str, float] = {}
-        for iteration in range(cfg.num_iterations):
+        update: dict[str, float] = {} if trains else no_update()
+        for iteration in range(cfg.num_iterations if trains else 0):
             entropy = (
                 {"entropy": update["entropy"]} if iteration else {}
             )  # the first pass's: before any update
@@ -201,8 +200,8 @@ class GRPOTrainer:
         self.step += 1
         self._optimizer_steps_taken = 0
         t_end = time.perf_counter()
-        times = {"generate": t_gen - t0, "score": t_score - t_gen, "reference": t_ref - t_score,
-                 "train": t_end - t_ref}  # fmt: skip
+        times = {"generate": drawn.pop("time/generate"), "score": drawn.pop("time/score"),
+                 "reference": t_ref - t_score, "train": t_end - t_ref}  # fmt: skip
         # the latest step's completions with their scores, as the rewards saw them (the notebook's
         # completions panel; its reward editor re-scores them), published whole: another thread reads it
         self.last_rollout = scored | {"step": self.step, "per_function": scores.per_function,
@@ -211,11 +210,44 @@ class GRPOTrainer:
             step=self.step, rollout=rollout, scores=scores, rewards=rewards, adv=adv, group_size=cfg.group_size,
             update=update, times=times, sampling=self.sampling, lr=self.scheduler.get_last_lr()[0],
             device=self.device, changes=changes or {},
-        )  # fmt: skip
+        ) | drawn | self.data.difficulty.metrics()  # fmt: skip
         # the alarms this step sets off, checked once here for every listener (dashboard, trackers)
         return metrics | {"alarms": [asdict(a) for a in check_alarms([*self.history, metrics])]}
 
+    def scan(self, prompts: int = 32, *, progress: bool = True) -> dict[str, Any]:
+        """The pre-flight scan of the next ``prompts`` prompts (scan.py): signal, ties, lengths, a verdict;
+        the run is left as it was. Also in ``RUN/scan.json``."""
+        return scan(self, prompts=prompts, progress=progress)
+
     # ---- pieces of a step ------------------------------------------------------------------------
+    def _draw_step(self) -> tuple[Draw, dict[str, float]]:
+        """The step's scored rollout, and its figures (dynamic sampling: draws, kept groups)."""
+        B = self.cfg.prompts_per_step
+        first = self._draw(B)
+        if not self.cfg.dynamic_sampling:
+            return first, {"time/generate": first.rollout_seconds, "time/score": first.score_seconds}
+        return seek_signal(first, lambda: self._draw(B), want=B, max_extra_rounds=self.cfg.max_extra_rounds,
+                           pad_id=self.tokenizer.pad_token_id)  # fmt: skip
+
+    def _draw(self, n: int) -> Draw:
+        """The next ``n`` prompts of the stream, G completions each with the sampling settings in force
+        (sampled by the policy or its merged copy, brought up to the latest update: rollout/weights.py),
+        scored by every reward function once, errors isolated."""
+        t0 = time.perf_counter()
+        indices = self.data.take(n)
+        rows = [self.data.rows[i] for i in indices]
+        prompts = [row[self.cfg.prompt_column] for row in rows]
+        rollout = generate(
+            self.sampler_model.current(), self.tokenizer, prompts, group_size=self.cfg.group_size,
+            sampling=self.sampling, max_prompt_tokens=self.cfg.max_prompt_tokens, stop_strings=self.cfg.stop_strings,
+            sampler=self.cfg.sampler, compiled=self.cfg.compile_rollouts, tools=self.tools,
+        )  # fmt: skip
+        t_gen = time.perf_counter()
+        scores, scored = self._score(prompts, rows, rollout)
+        draw = Draw(indices, rows, rollout, scores, scored, t_gen - t0, time.perf_counter() - t_gen)
+        self.data.visited(indices, draw.rewards, self.cfg.group_size)  # each row's pass rate (difficulty.py)
+        return draw
+
     def _score(
         self, prompts: list[Any], rows: list[dict[str, Any]], rollout: Rollout
     ) -> tuple[Any, dict[str, Any]]:
@@ -344,7 +376,7 @@ class GRPOTrainer:
             "compute_dtype": dtype_name(self.compute_dtype),
             "rollout_weights": self.rollout_weights,
             "compiled_rollouts": compiled_in_force(self.cfg, self.sampler_model),
-        }
+        } | warm_start_facts(self.warm_started)
 
     def save_checkpoint(self, interrupted: bool = False) -> Path:
         """Write ``RUN/checkpoints/step-N`` (atomic) for the current step, then keep the newest
@@ -358,13 +390,16 @@ class GRPOTrainer:
     def state(self) -> TrainerState:
         """The objects a checkpoint captures, as they are now (``run/state.py``)."""
         return TrainerState(
-            self.model, self.tokenizer, self.optimizer, self.scheduler, self.scaler, self.sampling
+            self.model, self.tokenizer, self.optimizer, self.scheduler, self.scaler, self.sampling, self.data
         )
 
     def _resume(self, checkpoint: Path) -> None:
         """Bring this run to ``checkpoint`` (``run/state.py``); the metrics log is cut at its step."""
         branch = self.folder.is_branch_start(checkpoint)
         self.step, self.rewards = self.state.restore(checkpoint, rewards=self.rewards, branch=branch)
+        self.warm_started = record_from_state(
+            read_state(checkpoint)
+        )  # done before that checkpoint, if at all
         self.history = self.folder.truncate_metrics(self.step)
 
     def branch(self, step: int | str | Path = "latest", output_dir: str | Path | None = None) -> GRPOTrainer:

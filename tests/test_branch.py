@@ -41,8 +41,9 @@ def parent(tiny_model_path, tmp_path_factory):
 def test_branch_continues_at_n_plus_1_reproduces_the_parent_and_leaves_it_untouched(parent):
     trainer, _ = parent
     before = tree(trainer.run_dir)
+    taken = sorted((trainer.run_dir / "branches").glob("step-2-*"))  # the other branch test may run first
     child = trainer.branch(2)
-    assert child.run_dir == trainer.run_dir / "branches" / "step-2-1"
+    assert child.run_dir == trainer.run_dir / "branches" / f"step-2-{len(taken) + 1}"
     assert child.step == 2 and [m["step"] for m in child.history] == [1, 2]
     # the weights in force at step 2 came back (the parent set 0.25 only from step 3)
     assert [(r.name, r.weight) for r in child.rewards.rewards] == [("digit_share", 1.0)]
@@ -65,8 +66,9 @@ def test_branch_continues_at_n_plus_1_reproduces_the_parent_and_leaves_it_untouc
 
 def test_a_second_branch_gets_its_own_directory_and_can_differ(parent):
     trainer, _ = parent
+    taken = sorted((trainer.run_dir / "branches").glob("step-2-*"))  # the first branch's test may run elsewhere
     child = trainer.branch(2)
-    assert child.run_dir.name == "step-2-2"
+    assert child.run_dir.name == f"step-2-{len(taken) + 1}" and child.run_dir not in taken
     child.steering.set_sampling(temperature=0.5)
     history = child.train()
     assert history[2]["changes"] == {"temperature": 0.5} and history[2]["temperature"] == 0.5

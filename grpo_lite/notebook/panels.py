@@ -108,7 +108,9 @@ def curves_figure(
     def series(key: str) -> list[float]:
         return [float(m[key]) if isinstance(m.get(key), (int, float)) else math.nan for m in history]
 
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    difficulty = {k.split("/")[1]: v for k, v in (history[-1] if history else {}).items()
+                  if k.startswith("difficulty/") and k != "difficulty/resting"}  # fmt: skip
+    fig, axes = plt.subplots(1, 5 if difficulty else 4, figsize=(19 if difficulty else 15, 3.2))
     if parent:
         parent_steps = [m["step"] for m in parent]
         for a, key in zip(axes, ("reward", "kl", "completion_len_mean", "entropy"), strict=True):
@@ -136,7 +138,14 @@ def curves_figure(
     axes[2].set_title("length (tokens) / truncated (red)")
     axes[3].plot(steps, series("entropy"))
     axes[3].set_title("entropy")
-    for a in axes:
+    if difficulty:  # the training rows by their last visit's pass rate (grpo_lite/difficulty.py)
+        names = ["never", "between", "always", "unseen"]
+        axes[4].bar(
+            names, [difficulty.get(n, 0) for n in names], color=["tab:red", "tab:blue", "tab:green", "grey"]
+        )
+        resting = history[-1].get("difficulty/resting", 0)
+        axes[4].set_title("prompts solved" + (f" ({resting:.0f} resting)" if resting else ""))
+    for a in axes[:4]:
         a.grid(alpha=0.3)
         a.set_xlabel("step")
         for m in history:

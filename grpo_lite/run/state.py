@@ -46,6 +46,7 @@ class TrainerState:
     scheduler: Any
     scaler: Any  # precision.LossScaler
     sampling: Sampling
+    prompts: Any = None  # data.PromptData: the prompt stream's cursor
 
     def save(
         self,
@@ -78,6 +79,7 @@ class TrainerState:
                 "reward_origins": {r.name: reward_origin(r.fn) for r in rewards.rewards},
                 "config": config,
                 "interrupted": interrupted,
+                **({"prompts": self.prompts.state_dict()} if self.prompts is not None else {}),
                 **facts,
             },
         )
@@ -92,7 +94,11 @@ class TrainerState:
         set_rng_state(trainer_state["rng"])
         for key, value in state["sampling"].items():
             setattr(self.sampling, key, value)
-        return int(state["step"]), restore_rewards(state, rewards, branch=branch, where=checkpoint)
+        step = int(state["step"])
+        if self.prompts is not None:  # checkpoints before the cursor: step s started at s * B
+            served = {"served": step * int(state["config"].get("prompts_per_step", 0))}
+            self.prompts.load_state_dict(state.get("prompts", served))
+        return step, restore_rewards(state, rewards, branch=branch, where=checkpoint)
 
 
 def load_checkpoint(path: Path, model: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -96,8 +96,15 @@ TASKS: dict[str, Task] = {
             (reasoning.math_accuracy, reasoning.strict_format_if_right),
             (1.0, 0.2),
             {"accuracy": reasoning.math_accuracy, "format": reasoning.strict_format},
-            settings={"max_new_tokens": 64, "stop_strings": ("</answer>", "\nQuestion")},
-            steps=40,
+            settings={
+                "max_new_tokens": 64,
+                "stop_strings": ("</answer>", "\nQuestion"),
+                "dynamic_sampling": True,
+                "max_extra_rounds": 1,
+                "warm_start": "solutions",
+                "warm_start_steps": 12,
+            },
+            steps=30,
             naive=((reasoning.math_accuracy, reasoning.strict_format), (1.0, 0.2)),
         ),
         Task(

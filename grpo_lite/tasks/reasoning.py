@@ -20,6 +20,7 @@ from typing import Any
 SPLIT_SEED = 3141
 HELD_OUT = 60
 TRAIN = 240
+ONE_STEP = 120  # one-step training problems beside the 240 two-step ones
 NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun")
 PRONOUN = {"Ann": "She", "Cara": "She", "Fay": "She", "Hana": "She", "Jun": "She"}
 ITEMS = ("pens", "apples", "stickers", "coins", "books", "marbles", "cards", "shells")
@@ -50,9 +51,51 @@ def problem(name: str, item: str, start: int, first: int, second: int) -> tuple[
     return text, start + first + second
 
 
+def worked(start: int, *changes: int) -> str:
+    """The solution in the worked examples' form: ``<think>5 + 2 = 7. 7 - 4 = 3.</think><answer>3</answer>``."""
+    steps, count = [], start
+    for n in changes:
+        steps.append(f"{count} {'+' if n > 0 else '-'} {abs(n)} = {count + n}.")
+        count += n
+    return f"<think>{' '.join(steps)}</think><answer>{count}</answer>"
+
+
+def one_step_problem(name: str, item: str, start: int, change: int) -> tuple[str, int]:
+    """A one-step question ("Ann has 5 pens. She buys 2 more. How many ...?") and its answer."""
+    options = MORE if change > 0 else LESS
+    verb = options[start % len(options)].format(n=abs(change))
+    pronoun = PRONOUN.get(name, "He")
+    return (
+        f"{name} has {start} {item}. {pronoun} {verb}. How many {item} does {name} have now?",
+        start + change,
+    )
+
+
 def reasoning_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train rows, held-out rows): chat prompts asking for the R1 format, the number in ``answer``;
-    every intermediate count stays >= 0; no question is in both."""
+    """(train rows, held-out rows): plain-text prompts asking for the R1 format, the number in
+    ``answer``, the steps in ``difficulty``; every intermediate count stays >= 0; no question is in
+    both. Held out: the 60 two-step problems. Trained on: 240 two-step problems and 120 one-step ones
+    (the easier rung: SmolLM2-135M gets one sum right far more often than two in a row, so the
+    format and the arithmetic have signal from the first steps)."""
+    two = _two_step_rows()
+    train, held = two[HELD_OUT:], two[:HELD_OUT]
+    rng, seen = random.Random(SPLIT_SEED + 1), {r["prompt"] for r in two}
+    easy: list[dict[str, Any]] = []
+    while len(easy) < ONE_STEP:
+        start = rng.randint(2, 9)
+        change = rng.choice([1, -1]) * rng.randint(1, 4)
+        if start + change < 0:
+            continue
+        text, answer = one_step_problem(rng.choice(NAMES), rng.choice(ITEMS), start, change)
+        row = {"prompt": f"{EXAMPLES}Question: {text}\n", "answer": str(answer), "difficulty": 1,
+               "solution": worked(start, change)}  # fmt: skip
+        if row["prompt"] not in seen:
+            seen.add(row["prompt"])
+            easy.append(row)
+    return train + easy, held
+
+
+def _two_step_rows() -> list[dict[str, Any]]:
     rng = random.Random(SPLIT_SEED)
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
@@ -66,8 +109,9 @@ def reasoning_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if text in seen:
             continue
         seen.add(text)
-        rows.append({"prompt": f"{EXAMPLES}Question: {text}\n", "answer": str(answer)})
-    return rows[HELD_OUT:], rows[:HELD_OUT]
+        rows.append({"prompt": f"{EXAMPLES}Question: {text}\n", "answer": str(answer), "difficulty": 2,
+                     "solution": worked(start, first, second)})  # fmt: skip
+    return rows
 
 
 # The rewards import what they use inside themselves: the dashboard's reward editor compiles an
