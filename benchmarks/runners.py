@@ -95,6 +95,7 @@ def run_trl(
     out: Path,
     after: Callable[[Any, Any], Any] | None = None,
     at_seconds: float | None = None,
+    stop_at_seconds: bool = False,
 ) -> dict[str, Any]:
     """Train with TRL's GRPOTrainer at the same settings; the same per-step measurements.
 
@@ -104,7 +105,8 @@ def run_trl(
 
     ``at_seconds`` (with ``after``): also ``after(model, tokenizer)`` at the end of the first step that
     ends ``at_seconds`` or more after training began (under "at_seconds": that result, the step and
-    the seconds), the clock stopped while it runs; at the end if no step gets there.
+    the seconds), the clock stopped while it runs; at the end if no step gets there. With
+    ``stop_at_seconds`` training ends there (``steps`` is then only an upper bound).
     """
     import torch
     from datasets import Dataset
@@ -120,7 +122,7 @@ def run_trl(
     dtype = torch.bfloat16 if args["bf16"] else torch.float16 if args["fp16"] else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=dtype)  # fmt: skip
-    clock = _trl_clock(at_seconds if after else None)
+    clock = _trl_clock(at_seconds if after else None, stop=stop_at_seconds)
     trainer = TRLTrainer(
         model=model,
         reward_funcs=[reward],
@@ -139,7 +141,10 @@ def run_trl(
         clock.evaluate = lambda: after(trainer.model, trainer.processing_class)
     trainer.train()
     parts = {k: _per_step(clock.events, clock.ends, k) for k in ("generate", "reference", "optimizer")}
-    result = after(trainer.model, trainer.processing_class) if after else None
+    stopped = stop_at_seconds and clock.at is not None
+    result = (
+        clock.at["after"] if stopped else after(trainer.model, trainer.processing_class) if after else None
+    )  # type: ignore[index]
     if at_seconds is not None and after and clock.at is None:  # trained to the end within the time
         clock.at = {"after": result, "step": steps, "seconds": clock.ends[-1] - clock.ends[0]}
     return {
@@ -180,7 +185,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _trl_clock(at_seconds: float | None = None) -> Any:
+def _trl_clock(at_seconds: float | None = None, *, stop: bool = False) -> Any:
     """A TRL callback that records step ends, optimizer-step times and the logged rewards; with
     ``at_seconds``, calls ``evaluate`` once at the first step end that far into training (the time it
     takes left out of the clock: later step ends are shifted back by it)."""
@@ -212,6 +217,7 @@ def _trl_clock(at_seconds: float | None = None) -> Any:
                 self.at = {"after": self.evaluate(), "step": state.global_step, "seconds": elapsed}
                 model.train(training)
                 self.paused += time.perf_counter() - start
+                control.should_training_stop = stop
 
         def on_pre_optimizer_step(self, *a: Any, **k: Any) -> None:
             _sync()

@@ -80,11 +80,22 @@ def no_learning_signal(history: History) -> Alarm | None:
     """Most groups have all-equal rewards: their advantages are 0 and nothing is learned."""
     recent = history[-3:]
     if len(recent) == 3 and all(m.get("equal_reward_groups", 0) > 0.75 for m in recent):
+        flat = sorted({k.split("/")[1] for m in recent for k, v in m.items()
+                       if k.startswith("rewards/") and k.endswith("/std") and v == 0
+                       and all(n.get(k, 1) == 0 for n in recent)})  # fmt: skip
+        said = f"; {', '.join(flat)} gave every completion the same value" if flat else ""
         return Alarm("no_signal", history[-1]["step"],
-                     f"{100 * recent[-1]['equal_reward_groups']:.0f}% of groups gave all-equal rewards (no learning signal)",
+                     f"{100 * recent[-1]['equal_reward_groups']:.0f}% of groups gave all-equal rewards (no learning "
+                     f"signal){said}",
                      "raise the temperature, use easier prompts, add a partial-credit reward, or (in a new run "
                      "or a branch) dynamic_sampling=True, rest_tied_after, warm_start='own' / 'solutions'; "
                      "`python -m grpo_lite scan` says which")  # fmt: skip
+    if len(recent) == 3 and all(
+        m.get("dynamic/groups_kept", 1) == 0 for m in recent
+    ):  # dynamic: 3 steps empty
+        return Alarm("no_signal", history[-1]["step"], "dynamic sampling found no group with signal in 3 steps "
+                     "(no update made)", "see `python -m grpo_lite scan`: easier rows, a partial-credit reward, "
+                     "a warm start, or more max_extra_rounds")  # fmt: skip
     return None
 
 

@@ -27,6 +27,7 @@ import torch
 
 from grpo_lite.config import ComputeDtype, GRPOConfig
 from grpo_lite.offline import build_once, cache_dir
+from grpo_lite.run.atomic import write_text
 from grpo_lite.tasks import TASKS, get_task
 
 DEMO_MODELS = ("smollm2-135m-instruct", "tiny")
@@ -280,10 +281,10 @@ def train_and_measure(
         "steps_without_update": sum(m.get("update_skipped", 0) for m in history),
         "warm_start": {k: v for k, v in (trainer.warm_started or {}).items() if k != "losses"} or None,
     }
-    with open(output_dir / "held_out.jsonl", "w") as f:
-        for row, b, a in zip(held, texts_before, texts_after, strict=True):
-            f.write(json.dumps({"prompt": row["prompt"], "before": b, "after": a}) + "\n")
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [json.dumps({"prompt": row["prompt"], "before": b, "after": a}) + "\n"
+             for row, b, a in zip(held, texts_before, texts_after, strict=True)]  # fmt: skip
+    write_text(output_dir / "held_out.jsonl", "".join(lines))  # whole or absent (run/atomic.py)
+    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -11,13 +11,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from grpo_lite.run.atomic import delete, new_temp_folder
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -27,16 +28,18 @@ CARD_METRICS = ("step", "reward", "reward_std", "kl", "entropy", "completion_len
 
 @contextmanager
 def atomic_folder(dest: Path) -> Iterator[Path]:
-    """A temporary folder beside ``dest``, renamed to ``dest`` only if the block succeeds."""
+    """A hidden temporary folder beside ``dest``, renamed to ``dest`` only if the block succeeds; a
+    kill part-way leaves only the hidden folder, which the next export to ``dest`` deletes."""
     if dest.exists():
         raise FileExistsError(f"{dest} already exists; choose another output folder or remove it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    for stale in dest.parent.glob(f".tmp-{dest.name}-*"):  # an earlier export of it, killed part-way
+        delete(stale)
+    tmp = new_temp_folder(dest.parent, dest.name)
     try:
         yield tmp
         os.replace(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        delete(tmp)
         raise
 
 

@@ -23,6 +23,7 @@ import torch
 
 from grpo_lite.dynamic import signal_groups
 from grpo_lite.run import rng_state, set_rng_state
+from grpo_lite.run.atomic import write_text
 
 LEARNABLE = 0.25  # groups with signal at or above this share: a plain step of B prompts has some
 
@@ -51,10 +52,9 @@ def scan(trainer: Any, *, prompts: int = 32, progress: bool = True, write: bool 
                        temperature=trainer.sampling.temperature)  # fmt: skip
     report["seconds"] = round(time.perf_counter() - t0, 1)
     if write:
-        path = Path(trainer.run_dir) / "scan.json"
-        tmp = path.with_name(".scan.json.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(path)
+        write_text(
+            Path(trainer.run_dir) / "scan.json", json.dumps(report, indent=2) + "\n"
+        )  # whole or absent
     return report
 
 

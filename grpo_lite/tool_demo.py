@@ -110,7 +110,9 @@ def run_tool_demo(
         "held_out_problems": len(held), "samples_per_problem": SAMPLES, "greedy_accuracy_without_tools": without_tools,
         "before": before, "after": after, "seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from grpo_lite.run.atomic import write_text
+
+    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -33,11 +34,12 @@ from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Rollout, Sampling, generate, is_chat
 from grpo_lite.rollout.weights import compiled_in_force, rollout_sampler
 from grpo_lite.run import RunDir, TrainerState, read_state, rng_state, set_rng_state
+from grpo_lite.run.atomic import replacing_folder, temp_path
 from grpo_lite.scan import scan
 from grpo_lite.steering import Steering, weights_in_force
 from grpo_lite.tools import tool_use
 from grpo_lite.trackers import make_trackers
-from grpo_lite.warm_start import record_from_state, warm_start, warm_start_facts
+from grpo_lite.warm_start import check_warm_start, record_from_state, warm_start, warm_start_facts
 from rewards import Combined, NamedReward, combine
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class GRPOTrainer:
         self.data = PromptData(train_dataset, prompt_column=cfg.prompt_column, seed=cfg.seed, order=cfg.prompt_order,
                                rest_tied_after=cfg.rest_tied_after, rest_epochs=cfg.rest_epochs,
                                solve_threshold=cfg.solve_threshold)  # fmt: skip
+        check_warm_start(cfg, self.data.rows)  # a solution column the data lacks: refused before loading
         self.rewards = (
             reward_funcs
             if isinstance(reward_funcs, Combined)
@@ -425,10 +428,14 @@ class GRPOTrainer:
         and source, final metrics) and a model card (``export.save_trained_adapter``)."""
         from grpo_lite.export import save_trained_adapter
 
-        return save_trained_adapter(Path(directory), self)
+        with replacing_folder(Path(directory)) as tmp:  # complete under its name, or the old one (atomic.py)
+            save_trained_adapter(tmp, self)
+        return Path(directory)
 
     def _plot(self) -> None:
         from grpo_lite.plotting import plot_rewards
 
         if self.history:
-            plot_rewards(self.history, self.run_dir / "reward_curve.png")
+            tmp = temp_path(self.run_dir / "reward_curve.png")
+            plot_rewards(self.history, tmp)
+            os.replace(tmp, self.run_dir / "reward_curve.png")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from grpo_lite.logprobs import completion_logprobs
 from grpo_lite.rollout.prompts import encode_prompts, is_chat, render_prompt
+from grpo_lite.run.atomic import write_text
 
 log = logging.getLogger(__name__)
 Example = tuple[torch.Tensor, torch.Tensor]  # (prompt ids, completion ids), 1-D, no padding
@@ -171,10 +171,7 @@ def warm_start(trainer: Any) -> dict[str, Any]:
         )  # fmt: skip
         record |= {"steps": len(losses), "losses": losses}
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    path = trainer.run_dir / "warm_start.json"
-    tmp = path.with_name(".warm_start.json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)  # complete under its final name, or absent
+    write_text(trainer.run_dir / "warm_start.json", json.dumps(record, indent=2) + "\n")  # whole or absent
     log.info("warm start (%s): %d examples, %d steps", cfg.warm_start, len(examples), record["steps"])
     return record
 
@@ -193,3 +190,12 @@ def record_from_state(state: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"source": state["warm_start"], "examples": state.get("warm_start_examples", 0),
             "steps": state.get("warm_start_steps", 0)}  # fmt: skip
+
+
+def check_warm_start(cfg: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Settings that cannot work, refused before any model work: a solution column the data lacks."""
+    if cfg.warm_start == "solutions" and rows and cfg.solution_column not in rows[0]:
+        raise ValueError(
+            f"GRPOConfig.warm_start='solutions' reads the column solution_column={cfg.solution_column!r}, which "
+            f"the dataset does not have (its columns: {sorted(rows[0])}); name another or use warm_start='own'"
+        )

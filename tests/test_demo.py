@@ -94,3 +94,14 @@ def test_demo_learns_in_bfloat16_on_the_cpu(tiny_demo, tmp_path):
     summary = run_demo(tmp_path / "bf16", model="tiny", seed=1, steps=80, compute_dtype="bfloat16")
     assert summary["compute_dtype"] == "bfloat16"
     assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.10, summary
+
+
+def test_the_demo_uses_a_gpu_when_one_answers_and_task_settings_can_be_overridden(smollm2, tmp_path):
+    from grpo_lite.cli import build_parser
+    from grpo_lite.demo import demo_run
+
+    assert demo_run("smollm2-135m-instruct", tmp_path, task="json").cfg.device is None  # auto: CUDA if any
+    assert demo_run("smollm2-135m-instruct", tmp_path, task="json", device="cuda").cfg.device == "cuda"
+    assert demo_run("smollm2-135m-instruct", tmp_path, task="reasoning", dynamic_sampling=False).cfg.dynamic_sampling is False
+    args = build_parser().parse_args(["demo", "--device", "cpu"])
+    assert args.device == "cpu" and build_parser().parse_args(["demo"]).device == "auto"

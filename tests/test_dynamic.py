@@ -249,3 +249,16 @@ def test_dynamic_sampling_learns_where_plain_grpo_rarely_finds_signal(tiny_model
         kept[dynamic] = sum(1 - m["equal_reward_groups"] for m in history) * 2
     assert kept[True] >= 12 and kept[False] <= 8, kept  # every dynamic step trained on a scorable prompt
     assert gains[True] > 0.3 and gains[True] > gains[False] + 0.2, gains  # measured: +0.87 against +0.15
+
+
+def test_the_no_signal_alarm_names_the_reward_that_ties_everything_and_dynamic_stalls():
+    from grpo_lite.alarms import check_alarms
+
+    steps = [{"step": s, "equal_reward_groups": 1.0, "rewards/flat/std": 0.0, "rewards/varied/std": 0.3}
+             for s in (1, 2, 3)]  # fmt: skip
+    (alarm,) = [a for a in check_alarms(steps) if a.name == "no_signal"]
+    assert "flat gave every completion the same value" in alarm.message and "varied" not in alarm.message
+    stalled = [{"step": s, "equal_reward_groups": 0.0, "dynamic/groups_kept": 0.0} for s in (1, 2, 3)]
+    (alarm,) = [a for a in check_alarms(stalled) if a.name == "no_signal"]
+    assert "dynamic sampling found no group with signal in 3 steps" in alarm.message
+    assert not [a for a in check_alarms(stalled[:2]) if a.name == "no_signal"]

@@ -134,3 +134,9 @@ def test_own_answers_are_trained_on(tiny_qwen_path, tmp_path):
     tr.train()
     record = json.loads((tmp_path / "r" / "warm_start.json").read_text())
     assert record["prompts_sampled"] == 6 and 0 < record["examples"] <= 6 * 2 and record["steps"] == 3
+
+
+def test_a_solution_column_the_data_lacks_is_refused_before_loading(tmp_path):
+    cfg = GRPOConfig(model="never-loaded", output_dir=str(tmp_path / "r"), warm_start="solutions", solution_column="worked")
+    with pytest.raises(ValueError, match=r"solution_column='worked', which the dataset does not have .*\['prompt'\]"):
+        GRPOTrainer(cfg, [{"prompt": "1+1="}], [lambda prompts, completions, **kw: [0.0] * len(completions)])

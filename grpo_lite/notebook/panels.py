@@ -113,7 +113,7 @@ def curves_figure(
     fig, axes = plt.subplots(1, 5 if difficulty else 4, figsize=(19 if difficulty else 15, 3.2))
     if parent:
         parent_steps = [m["step"] for m in parent]
-        for a, key in zip(axes, ("reward", "kl", "completion_len_mean", "entropy"), strict=True):
+        for a, key in zip(axes[:4], ("reward", "kl", "completion_len_mean", "entropy"), strict=True):
             values = [float(m[key]) if isinstance(m.get(key), (int, float)) else math.nan for m in parent]
             a.plot(parent_steps, values, color="grey", alpha=0.35, linewidth=2, label="parent")
     ax = axes[0]

@@ -10,16 +10,17 @@ RUN/
   branches/step-N-K/       branches started from this run's step N (each a RunDir of its own)
 ```
 
-A checkpoint is written into a temporary folder and renamed, so a half-written one is never loaded;
-``is_complete`` is the one test of "complete", ``latest`` the one meaning of "latest".
+Every change follows ``atomic.py``'s rule (what appears under a final name is complete; what is
+removed leaves its final name first), so a kill -9 at any moment leaves complete checkpoints, a
+metrics log whose every line up to a possibly torn last one is whole, and hidden leftovers that the
+next start or resume clears (``open``). ``is_complete`` is the one test of "complete", ``latest`` the
+one meaning of "latest".
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,8 +28,18 @@ from typing import Any
 
 import torch
 
+from grpo_lite.run.atomic import (
+    clear_leftovers,
+    copy_file,
+    install_folder,
+    new_temp_folder,
+    remove,
+    write_text,
+)
+
 REQUIRED = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.pt", "state.json")
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png",
+             "warm_start.json", "held_out.jsonl")  # fmt: skip
 LINEAGE = "lineage.json"
 
 
@@ -49,11 +60,22 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """A metrics log (``metrics.jsonl``) as a list of dicts; [] when there is none."""
+    """A metrics log (``metrics.jsonl``) as a list of dicts; [] when there is none. A last line that a
+    kill cut short is skipped (a bad line before it is an error: the log was damaged otherwise)."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise ValueError(
+                    f"{path}: line {i + 1} is not JSON (the log was damaged): {line[:80]!r}"
+                ) from None
+    return out
 
 
 class RunDir:
@@ -137,7 +159,9 @@ class RunDir:
     # ---- starting ----------------------------------------------------------------------------------
     def open(self, cfg: Any, resume: Path | None, *, overwrite: bool) -> dict[str, Any] | None:
         """Ready the folder for training; returns its lineage (None for a run that is not a branch).
-        No checkpoint: a new run. Another run's checkpoint: a branch of it. Its own: nothing to do."""
+        No checkpoint: a new run. Another run's checkpoint: a branch of it. Its own: nothing to do but
+        clear what an earlier kill left (``clear``)."""
+        self.clear()
         if resume is None:
             self.start_new(cfg, overwrite=overwrite)
             return None
@@ -154,10 +178,9 @@ class RunDir:
                 "(--overwrite) to replace it, or resume it"
             )
         for name in previous:
-            target = self.path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            remove(self.path / name)
         self.path.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.path / "config.json")
+        write_text(self.path / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     def start_branch(self, checkpoint: Path, cfg: Any) -> dict[str, Any]:
         """Make this folder (absent or empty) a branch of the run that wrote ``checkpoint``: its config,
@@ -177,19 +200,37 @@ class RunDir:
         }
         if parent.lineage():
             lineage["parent_lineage"] = parent.lineage()
-        self.path.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.path / "config.json")
-        (self.path / LINEAGE).write_text(json.dumps(lineage, indent=2) + "\n")
+        # made whole in a hidden folder and renamed into place (an empty folder given: filled, lineage last)
+        fresh = not self.path.exists()
+        folder = new_temp_folder(self.path.parent, self.path.name) if fresh else self.path
         if (checkpoint / "metrics.jsonl").exists():
-            shutil.copyfile(checkpoint / "metrics.jsonl", self.metrics_path)
+            copy_file(checkpoint / "metrics.jsonl", folder / "metrics.jsonl")
+        write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_text(folder / LINEAGE, json.dumps(lineage, indent=2) + "\n")
+        if fresh:
+            install_folder(folder, self.path)
         return lineage
 
     def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
         """Keep the logged steps up to ``step``: later ones belong to an interrupted attempt."""
         kept = [m for m in read_metrics(self.metrics_path) if m["step"] <= step]
-        with self.metrics_path.open("w") as f:
-            f.writelines(json.dumps(m) + "\n" for m in kept)
+        write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))  # whole, or the old log
         return kept
+
+    def clear(self) -> list[str]:
+        """What a kill left, cleared (``atomic.clear_leftovers``) in the run folder and ``checkpoints/``,
+        and every ``checkpoints/step-N`` that is not complete removed (only an earlier version or damage
+        from outside leaves one). Returns what was done."""
+        done = clear_leftovers(self.path) + clear_leftovers(self.checkpoints) + clear_leftovers(self.path / "branches")
+        for _, path in self._numbered():
+            if not is_complete(path):
+                remove(path)
+                done.append(f"removed incomplete {path.name}")
+        if done:
+            warnings.warn(
+                f"{self.path}: cleared what an interrupted run left: {'; '.join(done)}", stacklevel=2
+            )
+        return done
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def write_checkpoint(
@@ -205,9 +246,8 @@ class RunDir:
         """Write ``checkpoints/step-{step}`` atomically; returns its path. Each source in
         ``state["reward_sources"]`` is also written to ``rewards/NAME.py``. Then, with ``keep`` > 0,
         older checkpoints are pruned (:meth:`prune`) — only once this one is complete."""
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
         final = self.checkpoint(step)
-        tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=self.checkpoints))
+        tmp = new_temp_folder(self.checkpoints, final.name)
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -216,13 +256,12 @@ class RunDir:
             for name, src in state.get("reward_sources", {}).items():
                 (tmp / "rewards" / f"{name}.py").write_text(src)
             if self.metrics_path.exists():
-                shutil.copyfile(self.metrics_path, tmp / "metrics.jsonl")
+                copy_file(self.metrics_path, tmp / "metrics.jsonl")
             (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-            if final.exists():  # the same step saved again (e.g. stop right after a periodic save)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            _sync_folder(tmp)
+            install_folder(tmp, final)  # the same step saved again replaces it (e.g. stop after a save)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp)
             raise
         if keep:
             self.prune(keep)
@@ -230,14 +269,21 @@ class RunDir:
 
     def prune(self, keep: int) -> list[Path]:
         """Delete complete checkpoints beyond the newest ``keep``; returns what was deleted. Never
-        deleted: the newest complete one, one written on interrupt (``state.json`` says
-        ``"interrupted": true``), and anything incomplete (a save in progress, a crashed one: kept to
-        look at, ignored on resume)."""
+        deleted: the newest complete one and one written on interrupt (``state.json`` says
+        ``"interrupted": true``). Hidden temporaries (a save in progress) are never looked at here."""
         complete = [path for _, path in self._numbered() if is_complete(path)]
         deleted = []
         for path in complete[max(keep, 1) :]:
             if read_state(path).get("interrupted"):
                 continue
-            shutil.rmtree(path)
+            remove(path)  # leaves its final name first: a kill mid-deletion leaves no half of it
             deleted.append(path)
         return deleted
+
+
+def _sync_folder(folder: Path) -> None:
+    """Every file of a folder on disk before it is renamed into place (a power cut, not only a kill)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
