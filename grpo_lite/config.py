@@ -332,6 +332,10 @@ class GRPOConfig:
                "'grpo_lite' when tools are on (the tool loop is grpo-lite's decode loop)")  # fmt: skip
         _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
         _check(self, "compile_rollouts", isinstance(self.compile_rollouts, bool), "True or False")
+        self._check_signal_fields()
+
+    def _check_signal_fields(self) -> None:
+        """The fields of seeking signal where the reward is sparse (dynamic sampling, difficulty, warm start)."""
         _check(self, "dynamic_sampling", isinstance(self.dynamic_sampling, bool), "True or False")
         _check(self, "rest_tied_after", isinstance(self.rest_tied_after, int) and self.rest_tied_after >= 0,
                "an integer >= 0 (0 = never rest)")  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from grpo_lite.offline import resolve_model
 TRL_TESTED = ">=1.16,<2"  # the TRL versions this mapping was checked against
 DEEPSPEED_STAGES = {"zero2": 2, "zero3": 3}
 VLLM_MODES = ("server", "colocate")
+log = logging.getLogger(__name__)
 
 # Our field -> TRL GRPOConfig field (value unchanged).
 SAME_VALUE = {
@@ -180,6 +182,17 @@ def _importable_fresh(module: str, name: str, folder: Path) -> bool:
     return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True).returncode == 0
 
 
+# grpo-lite's ways of seeking signal where the reward is sparse: TRL has none of them
+SEEKING_SIGNAL = ("dynamic_sampling", "prompt_order", "rest_tied_after", "warm_start")
+
+
+def not_carried(cfg: GRPOConfig) -> list[str]:
+    """The seeking-signal settings that are on in ``cfg``, each with what the TRL run does instead."""
+    defaults = GRPOConfig(model=cfg.model)
+    return [f"{k}={getattr(cfg, k)!r} is not carried: {NO_EQUIVALENT[k]}"
+            for k in SEEKING_SIGNAL if getattr(cfg, k) != getattr(defaults, k)]  # fmt: skip
+
+
 def scale_out(
     cfg: GRPOConfig,
     output: str | Path,
@@ -198,6 +211,8 @@ def scale_out(
         raise ValueError(f"--vllm must be one of {list(VLLM_MODES)}; got {vllm!r}")
     if num_gpus < 1:
         raise ValueError(f"--num-gpus must be >= 1; got {num_gpus}")
+    for line in not_carried(cfg):  # said, never dropped silently (also in the folder's README)
+        log.warning("scale-out: %s", line)
     args = trl_args(cfg, num_gpus=num_gpus)
     if vllm:
         args |= {"use_vllm": True, "vllm_mode": vllm}

@@ -170,3 +170,17 @@ def test_generated_script_trains_with_trl_on_cpu_and_adapter_loads(tiny_model_pa
 
     exported = export(out / "adapter", tmp_path / "exported")  # and grpo-lite's export takes it
     assert (exported / "README.md").exists()
+
+
+def test_seeking_signal_is_named_not_dropped(tmp_path, caplog):
+    from grpo_lite.scale_out import not_carried
+
+    cfg = GRPOConfig(model="m", dynamic_sampling=True, warm_start="own", rest_tied_after=2)
+    said = not_carried(cfg)
+    assert [line.split("=")[0] for line in said] == ["dynamic_sampling", "rest_tied_after", "warm_start"]
+    assert "TRL has no dynamic sampling" in said[0] and "SFTTrainer" in said[2]
+    assert not_carried(GRPOConfig(model="m")) == []
+    with caplog.at_level("WARNING"):
+        out = scale_out(cfg, tmp_path / "trl", dataset="gsm8k", rewards=[])
+    assert "dynamic_sampling=True is not carried" in caplog.text
+    assert "| `dynamic_sampling` = True | not carried: TRL has no dynamic sampling" in (out / "README.md").read_text()

@@ -138,13 +138,8 @@ def curves_figure(
     axes[2].set_title("length (tokens) / truncated (red)")
     axes[3].plot(steps, series("entropy"))
     axes[3].set_title("entropy")
-    if difficulty:  # the training rows by their last visit's pass rate (grpo_lite/difficulty.py)
-        names = ["never", "between", "always", "unseen"]
-        axes[4].bar(
-            names, [difficulty.get(n, 0) for n in names], color=["tab:red", "tab:blue", "tab:green", "grey"]
-        )
-        resting = history[-1].get("difficulty/resting", 0)
-        axes[4].set_title("prompts solved" + (f" ({resting:.0f} resting)" if resting else ""))
+    if difficulty:
+        _difficulty_bars(axes[4], difficulty, history[-1].get("difficulty/resting", 0))
     for a in axes[:4]:
         a.grid(alpha=0.3)
         a.set_xlabel("step")
@@ -153,3 +148,10 @@ def curves_figure(
                 a.axvline(m["step"], color="grey", linestyle=":", linewidth=1)
     fig.tight_layout()
     return fig
+
+
+def _difficulty_bars(ax: Any, counts: dict[str, float], resting: float) -> None:
+    """The training rows by their last visit's pass rate (grpo_lite/difficulty.py), as bars."""
+    names = ["never", "between", "always", "unseen"]
+    ax.bar(names, [counts.get(n, 0) for n in names], color=["tab:red", "tab:blue", "tab:green", "grey"])
+    ax.set_title("prompts solved" + (f" ({resting:.0f} resting)" if resting else ""))

@@ -221,7 +221,11 @@ class RunDir:
         """What a kill left, cleared (``atomic.clear_leftovers``) in the run folder and ``checkpoints/``,
         and every ``checkpoints/step-N`` that is not complete removed (only an earlier version or damage
         from outside leaves one). Returns what was done."""
-        done = clear_leftovers(self.path) + clear_leftovers(self.checkpoints) + clear_leftovers(self.path / "branches")
+        done = (
+            clear_leftovers(self.path)
+            + clear_leftovers(self.checkpoints)
+            + clear_leftovers(self.path / "branches")
+        )
         for _, path in self._numbered():
             if not is_complete(path):
                 remove(path)
