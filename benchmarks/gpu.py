@@ -135,7 +135,8 @@ def random_weights_model(size: str, folder: Path) -> Path:
 def resolve_model(size: str, folder: Path, random_weights: bool) -> tuple[str, str]:
     """(model path or id, "hub" | "random weights, real config" | the offline SmolLM2's note)."""
     if size == "smollm2":
-        from grpo_lite.offline import SMOLLM2, WEIGHTS_NOTE, resolve_model as offline_model
+        from grpo_lite.offline import SMOLLM2, WEIGHTS_NOTE
+        from grpo_lite.offline import resolve_model as offline_model
 
         return offline_model(SMOLLM2), WEIGHTS_NOTE
     if not random_weights and size != "tiny":

@@ -40,7 +40,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from runners import machine, versions  # noqa: E402
 
 DEMOS = [(task, dtype) for task in ("arithmetic", "code") for dtype in ("bfloat16", "float16")]
-DEFAULT_PARTS = [f"demo-{t}-{d}" for t, d in DEMOS] + ["compare-trl", "rollouts", "tools", "demo-reasoning-bfloat16"]
+DEFAULT_PARTS = [f"demo-{t}-{d}" for t, d in DEMOS] + [
+    "compare-trl",
+    "rollouts",
+    "tools",
+    "demo-reasoning-bfloat16",
+]
 
 
 def demo_part(task: str, dtype: str, a: Any, work: Path) -> dict[str, Any]:
@@ -81,7 +86,9 @@ def _planned(task: str, dtype: str, device: str) -> float | None:
 
 def script_part(script: str, args: list[str], a: Any, work: Path) -> dict[str, Any]:
     out_json = work / f"{Path(script).stem}.json"
-    out = _run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(out_json)], a.part_timeout)
+    out = _run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(out_json)], a.part_timeout
+    )
     if out_json.exists():
         out["result"] = json.loads(out_json.read_text())
     out["tail"] = out["tail"][-3000:]
@@ -98,7 +105,9 @@ def tools_part(a: Any, work: Path) -> dict[str, Any]:
     if (run / "summary.json").exists():
         out["summary"] = json.loads((run / "summary.json").read_text())
         metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        out["tool_calls_per_completion"] = [round(m.get("tools/calls_per_completion", 0.0), 3) for m in metrics]
+        out["tool_calls_per_completion"] = [
+            round(m.get("tools/calls_per_completion", 0.0), 3) for m in metrics
+        ]
         out["measured_peak_gb"] = max(m.get("peak_mem_mb", 0.0) for m in metrics) / 1024
     out["tail"] = out["tail"][-1500:]
     return out
@@ -118,7 +127,9 @@ def _run(cmd: list[str], timeout: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default=",".join(DEFAULT_PARTS), help="comma-separated (default: all, in order)")
+    p.add_argument(
+        "--parts", default=",".join(DEFAULT_PARTS), help="comma-separated (default: all, in order)"
+    )
     p.add_argument("--budget-s", type=float, default=540, help="start no part after this many seconds")
     p.add_argument("--part-timeout", type=float, default=240, help="seconds one part may take")
     p.add_argument("--steps", type=int, default=0, help="demo steps (0: each task's own)")

@@ -6,11 +6,12 @@
 Each variant is ``demo --task reasoning`` (the same 60 held-out two-step problems, greedy, the right
 number in ``<answer>``) with the settings below, each a fresh run folder, one after another:
 
-- ``today``: the task as it was before dynamic sampling: the 240 two-step training problems only,
-  no dynamic sampling, no warm start, 40 steps;
+- ``today``: the task as it was before this round: no dynamic sampling, no warm start, 40 steps;
 - ``dynamic``: + dynamic sampling (at most 1 further draw a step), 30 steps;
-- ``rows``: + the 120 one-step problems beside the two-step ones (the easier rung), 30 steps;
-- ``shipped``: + the warm start on the data's worked solutions (12 steps of 8): the task's default.
+- ``rows``: + the 120 one-step problems beside the 240 two-step ones, easiest first (the curriculum);
+- ``warm``: the warm start on the data's worked solutions (12 steps of 8) without dynamic sampling;
+- ``rows+warm``: the one-step problems, dynamic sampling and the warm start;
+- ``shipped``: dynamic sampling + the warm start: the task's default.
 
 ``--trl-seconds S``: also TRL's GRPOTrainer on the shipped task's rows and settings (without what it
 cannot carry: dynamic sampling, the warm start, stop strings), trained for S seconds (grpo-lite's
@@ -36,10 +37,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from runners import machine, versions  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "today": {"two_step_only": True, "steps": 40, "dynamic_sampling": False, "warm_start": "off"},
-    "dynamic": {"two_step_only": True, "steps": 30, "dynamic_sampling": True, "warm_start": "off"},
-    "rows": {"two_step_only": False, "steps": 30, "dynamic_sampling": True, "warm_start": "off"},
-    "shipped": {},  # the task's own settings
+    "today": {"steps": 40, "dynamic_sampling": False, "warm_start": "off"},
+    "dynamic": {"steps": 30, "dynamic_sampling": True, "warm_start": "off"},
+    "rows": {
+        "one_step_rows": True,
+        "prompt_order": "curriculum",
+        "steps": 30,
+        "dynamic_sampling": True,
+        "warm_start": "off",
+    },
+    "rows+warm": {"one_step_rows": True, "steps": 30, "dynamic_sampling": True, "warm_start": "solutions"},
+    "warm": {"steps": 30, "dynamic_sampling": False, "warm_start": "solutions"},
+    "shipped": {},  # the task's own settings: dynamic sampling + the warm start
 }
 SIGNAL_OFF = {"dynamic_sampling": False, "warm_start": "off"}  # what TRL cannot carry (scale-out says so)
 
@@ -78,12 +87,13 @@ def trl_at_equal_time(seconds: float, seed: int, out: Path) -> dict[str, Any]:
 def variant_run(name: str, seed: int, out: Path) -> Any:
     """The reasoning demo's run with variant ``name``'s changes."""
     from grpo_lite.demo import demo_run
+    from grpo_lite.tasks.reasoning import one_step_rows
 
     v = dict(VARIANTS[name])
-    two_step_only, steps = v.pop("two_step_only", False), v.pop("steps", None)
+    easier, steps = v.pop("one_step_rows", False), v.pop("steps", None)
     demo = demo_run("smollm2-135m-instruct", out, task="reasoning", seed=seed, steps=steps, **v)
-    if two_step_only:
-        demo = dataclasses.replace(demo, train_rows=[r for r in demo.train_rows if r["difficulty"] == 2])
+    if easier:  # the 120 one-step problems beside the 240 two-step ones (difficulty 1 and 2)
+        demo = dataclasses.replace(demo, train_rows=demo.train_rows + one_step_rows())
     return demo
 
 

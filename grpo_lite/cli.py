@@ -82,11 +82,7 @@ def parse_rewards(specs: list[str]) -> tuple[list[Callable[..., Any]], list[floa
                 raise ValueError(
                     f"--reward {spec!r}: cannot import {attr!r} from {module!r} ({err})"
                 ) from err
-        elif (
-            name in rewards.__all__
-            and name[0].islower()
-            and name not in ("combine", "run_bench", "completion_text")
-        ):
+        elif name in builtin_rewards():
             fn = getattr(rewards, name)
         else:
             raise ValueError(f"--reward {spec!r}: unknown reward {name!r}; built-ins: {builtin_rewards()}")
@@ -96,16 +92,19 @@ def parse_rewards(specs: list[str]) -> tuple[list[Callable[..., Any]], list[floa
 
 
 def builtin_rewards() -> list[str]:
-    return [
-        "math_accuracy",
-        "strict_format",
-        "soft_format",
-        "tag_count",
-        "exact_answer",
-        "answer_tag_format",
-        "code_unit_tests",
-        "json_fields",
-    ]
+    """The reward functions of the ``rewards`` package: every public function whose first two parameters
+    are ``prompts`` and ``completions`` (TRL's signature), read from the package, not kept by hand."""
+    import inspect
+
+    import rewards
+
+    out = []
+    for name in rewards.__all__:
+        fn = getattr(rewards, name)
+        params = list(inspect.signature(fn).parameters) if inspect.isfunction(fn) else []
+        if params[:2] == ["prompts", "completions"]:
+            out.append(name)
+    return out
 
 
 def load_dataset_arg(name: str, split: str, limit: int | None = None) -> list[dict[str, Any]]:

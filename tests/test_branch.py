@@ -66,7 +66,9 @@ def test_branch_continues_at_n_plus_1_reproduces_the_parent_and_leaves_it_untouc
 
 def test_a_second_branch_gets_its_own_directory_and_can_differ(parent):
     trainer, _ = parent
-    taken = sorted((trainer.run_dir / "branches").glob("step-2-*"))  # the first branch's test may run elsewhere
+    taken = sorted(
+        (trainer.run_dir / "branches").glob("step-2-*")
+    )  # the first branch's test may run elsewhere
     child = trainer.branch(2)
     assert child.run_dir.name == f"step-2-{len(taken) + 1}" and child.run_dir not in taken
     child.steering.set_sampling(temperature=0.5)

@@ -170,3 +170,18 @@ def test_ctrl_c_saves_and_resume_continues(tiny_model_path, gsm8k_file, tmp_path
     )  # config from the checkpoint
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_builtin_rewards_are_read_from_the_package_not_kept_by_hand():
+    import rewards
+    from grpo_lite.cli import builtin_rewards, parse_rewards
+
+    names = builtin_rewards()
+    assert {"math_accuracy", "last_number_accuracy", "json_exact", "code_unit_tests"} <= set(names)
+    assert not {"extract_code", "completion_text", "combine", "overlong_penalty"} & set(
+        names
+    )  # helpers, a factory
+    funcs, weights = parse_rewards(["last_number_accuracy=0.5"])
+    assert funcs == [rewards.last_number_accuracy] and weights == [0.5]
+    with pytest.raises(ValueError, match="unknown reward 'extract_code'; built-ins: .*last_number_accuracy"):
+        parse_rewards(["extract_code"])

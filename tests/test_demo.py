@@ -102,6 +102,11 @@ def test_the_demo_uses_a_gpu_when_one_answers_and_task_settings_can_be_overridde
 
     assert demo_run("smollm2-135m-instruct", tmp_path, task="json").cfg.device is None  # auto: CUDA if any
     assert demo_run("smollm2-135m-instruct", tmp_path, task="json", device="cuda").cfg.device == "cuda"
-    assert demo_run("smollm2-135m-instruct", tmp_path, task="reasoning", dynamic_sampling=False).cfg.dynamic_sampling is False
+    assert (
+        demo_run(
+            "smollm2-135m-instruct", tmp_path, task="reasoning", dynamic_sampling=False
+        ).cfg.dynamic_sampling
+        is False
+    )
     args = build_parser().parse_args(["demo", "--device", "cpu"])
     assert args.device == "cpu" and build_parser().parse_args(["demo"]).device == "auto"

@@ -210,7 +210,8 @@ def test_config_checks():
 def scorable_digits(prompts, completions, scorable, **kw):
     """Digit share on the scorable rows; 0 elsewhere, whatever was written (no signal there)."""
     return [
-        sum(ch.isdigit() for ch in c) / max(len(c), 1) if s else 0.0 for c, s in zip(completions, scorable)
+        sum(ch.isdigit() for ch in c) / max(len(c), 1) if s else 0.0
+        for c, s in zip(completions, scorable, strict=True)
     ]
 
 

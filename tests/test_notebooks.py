@@ -117,7 +117,9 @@ def test_tasks(offline_env, tmp_path, monkeypatch):
     monkeypatch.setenv("GRPO_LITE_SCAN_PROMPTS", "4")
     nb = run_notebook("05_tasks.ipynb", tmp_path)
     text = text_of(nb)
-    assert re.search(r"scan of 4 prompts x 8 completions.*\nverdict: (too hard|learnable|too easy)", text, re.S)
+    assert re.search(
+        r"scan of 4 prompts x 8 completions.*\nverdict: (too hard|learnable|too easy)", text, re.S
+    )
     html = "".join(o["data"]["text/html"] for o in outputs(nb, "text/html"))
     assert "json: a sentence with facts -> a JSON object" in text and "--- base model:\n{" in text
     found = re.search(r"held-out greedy accuracy: base ([\d.]+)% -> trained ([\d.]+)% \(60 problems\)", text)

@@ -204,7 +204,9 @@ def test_special_tokens_follow_the_gguf_whatever_the_loader_said(smollm2):
 
     tok = AutoTokenizer.from_pretrained(smollm2)
     tok.eos_token = tok.convert_ids_to_tokens(1)  # what the older loader gave
-    model = SimpleNamespace(config=SimpleNamespace(eos_token_id=1), generation_config=SimpleNamespace(eos_token_id=1))
+    model = SimpleNamespace(
+        config=SimpleNamespace(eos_token_id=1), generation_config=SimpleNamespace(eos_token_id=1)
+    )
     with pytest.raises(ModelUnavailable, match="eos id 1 is not the GGUF's 2"):
         check_vocabulary(tok, smollm2 / SMOLLM2_GGUF)
     ids = align_special_tokens(tok, model, smollm2 / SMOLLM2_GGUF)

@@ -233,7 +233,9 @@ def test_float16_first_step_with_every_group_tied_steps_with_zeros(tiny_qwen_pat
     def zero(prompts, completions, **kw):
         return [0.0] * len(completions)
 
-    cfg = make_cfg(tiny_qwen_path, tmp_path / "r", compute_dtype="float16", rollout_weights="adapter", beta=0.0)
+    cfg = make_cfg(
+        tiny_qwen_path, tmp_path / "r", compute_dtype="float16", rollout_weights="adapter", beta=0.0
+    )
     tr = GRPOTrainer(cfg, [{"prompt": "12+34="}, {"prompt": "7*8="}], [zero], progress=False)
     lora = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
     m = tr.train_step()

@@ -183,4 +183,7 @@ def test_seeking_signal_is_named_not_dropped(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         out = scale_out(cfg, tmp_path / "trl", dataset="gsm8k", rewards=[])
     assert "dynamic_sampling=True is not carried" in caplog.text
-    assert "| `dynamic_sampling` = True | not carried: TRL has no dynamic sampling" in (out / "README.md").read_text()
+    assert (
+        "| `dynamic_sampling` = True | not carried: TRL has no dynamic sampling"
+        in (out / "README.md").read_text()
+    )

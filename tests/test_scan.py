@@ -21,7 +21,9 @@ def test_figures_by_hand():
              fake_draw(3, [[0.5, 0.5, 0.5, 0.5], [nan, 0, 1, 1]], width=2)]  # fmt: skip
     r = summarize(draws, group_size=4, prompts_per_step=4, max_extra_rounds=3, dynamic=False, temperature=1.0)
     assert r["prompts"] == 5 and r["groups_with_signal"] == pytest.approx(2 / 5)
-    assert (r["tied_all_lowest"], r["tied_all_highest"], r["tied_other"]) == pytest.approx((1 / 5, 1 / 5, 1 / 5))
+    assert (r["tied_all_lowest"], r["tied_all_highest"], r["tied_other"]) == pytest.approx(
+        (1 / 5, 1 / 5, 1 / 5)
+    )
     assert r["reward"] == pytest.approx({"mean": 9 / 19, "min": 0.0, "max": 1.0})
     assert r["rewards"]["r"]["mean"] == pytest.approx(9 / 19)
     assert r["signal_groups_per_step"] == pytest.approx(1.6) and r["signal_groups_per_step_dynamic"] == 4
@@ -34,29 +36,38 @@ def test_verdicts_and_their_advice():
     hard = [fake_draw(0, [[0] * 4] * 7 + [[0, 1, 0, 0]], width=2)]
     r = summarize(hard, group_size=4, prompts_per_step=4, max_extra_rounds=3, dynamic=False, temperature=0.7)
     assert r["verdict"] == "too hard" and r["advice"][0].startswith("dynamic_sampling=True")
-    assert any("warm_start" in a for a in r["advice"]) and any("temperature (now 0.7)" in a for a in r["advice"])
+    assert any("warm_start" in a for a in r["advice"]) and any(
+        "temperature (now 0.7)" in a for a in r["advice"]
+    )
     text = report_text(r)
     assert text.splitlines()[-1].startswith("verdict: too hard -- try: dynamic_sampling=True")
     on = summarize(hard, group_size=4, prompts_per_step=4, max_extra_rounds=3, dynamic=True, temperature=0.7)
     assert not any(a.startswith("dynamic_sampling") for a in on["advice"])
     easy = [fake_draw(0, [[1] * 4] * 7 + [[0, 1, 0, 0]], width=2)]
-    assert summarize(easy, group_size=4, prompts_per_step=4, max_extra_rounds=0, dynamic=False, temperature=1)[
-        "verdict"
-    ] == "too easy"
+    assert (
+        summarize(easy, group_size=4, prompts_per_step=4, max_extra_rounds=0, dynamic=False, temperature=1)[
+            "verdict"
+        ]
+        == "too easy"
+    )
 
 
 def test_a_scan_leaves_the_run_as_it_was(tiny_qwen_path, tmp_path):
     rows = [{"prompt": f"{i}+{i}=", "signal": i % 2 == 0} for i in range(8)]
     kw = dict(model=str(tiny_qwen_path), max_new_tokens=4, group_size=4, prompts_per_step=2, micro_batch_size=8,
               lora_rank=4, max_steps=1, save_steps=0, rollout_weights="adapter")  # fmt: skip
-    scanned = GRPOTrainer(GRPOConfig(output_dir=str(tmp_path / "a"), **kw), rows, [signal_where_told], progress=False)
+    scanned = GRPOTrainer(
+        GRPOConfig(output_dir=str(tmp_path / "a"), **kw), rows, [signal_where_told], progress=False
+    )
     report = scanned.scan(6, progress=False)
     assert report["prompts"] == 6 and json.loads((tmp_path / "a" / "scan.json").read_text()) == report
     # the first six rows of the stream: half of them carry signal by construction
     signal = [rows[scanned.data.index_at(k)]["signal"] for k in range(6)]
     assert report["groups_with_signal"] == pytest.approx(sum(signal) / 6)
     assert scanned.data.served == 0 and scanned.data.difficulty.visits == {}
-    plain = GRPOTrainer(GRPOConfig(output_dir=str(tmp_path / "b"), **kw), rows, [signal_where_told], progress=False)
+    plain = GRPOTrainer(
+        GRPOConfig(output_dir=str(tmp_path / "b"), **kw), rows, [signal_where_told], progress=False
+    )
     from grpo_lite.run import rng_state, set_rng_state
 
     start = rng_state()  # the two share the global generator: each step starts from the same state

@@ -10,7 +10,7 @@ import pytest
 from grpo_lite.tasks import TASKS, get_task
 from grpo_lite.tasks.code import code_compiles, code_split
 from grpo_lite.tasks.json_extract import json_split
-from grpo_lite.tasks.reasoning import reasoning_split, strict_format, strict_format_if_right
+from grpo_lite.tasks.reasoning import one_step_rows, reasoning_split, strict_format, strict_format_if_right
 from rewards import code_unit_tests, math_accuracy
 from rewards.json_fields import json_exact, json_fields
 
@@ -87,7 +87,19 @@ def test_code_the_prompt_never_shows_the_tests():
 
 
 def test_reasoning_answers_equal_the_numbers_read_back_from_the_words():
-    for row in sum(reasoning_split(), []):
+    train, held = reasoning_split()
+    assert {r["difficulty"] for r in train + held} == {2} and {r["difficulty"] for r in one_step_rows()} == {
+        1
+    }
+    assert not {r["prompt"] for r in one_step_rows()} & {r["prompt"] for r in train + held}
+    for row in train + held + one_step_rows():
+        # the worked solution: each equation right, chained, its answer the row's
+        steps = re.findall(r"(\d+) ([+-]) (\d+) = (\d+)\.", row["solution"])
+        assert len(steps) == row["difficulty"], row["solution"]
+        for a, op, b, c in steps:
+            assert int(a) + (int(b) if op == "+" else -int(b)) == int(c), row["solution"]
+        assert all(steps[i][3] == steps[i + 1][0] for i in range(len(steps) - 1)), row["solution"]
+        assert row["solution"].endswith(f"</think><answer>{row['answer']}</answer>")
         question = row["prompt"].split("Question: ")[-1].strip()
         words = question.replace(",", "").replace(".", "").split()
         count, sign = None, 1

@@ -137,6 +137,10 @@ def test_own_answers_are_trained_on(tiny_qwen_path, tmp_path):
 
 
 def test_a_solution_column_the_data_lacks_is_refused_before_loading(tmp_path):
-    cfg = GRPOConfig(model="never-loaded", output_dir=str(tmp_path / "r"), warm_start="solutions", solution_column="worked")
-    with pytest.raises(ValueError, match=r"solution_column='worked', which the dataset does not have .*\['prompt'\]"):
+    cfg = GRPOConfig(
+        model="never-loaded", output_dir=str(tmp_path / "r"), warm_start="solutions", solution_column="worked"
+    )
+    with pytest.raises(
+        ValueError, match=r"solution_column='worked', which the dataset does not have .*\['prompt'\]"
+    ):
         GRPOTrainer(cfg, [{"prompt": "1+1="}], [lambda prompts, completions, **kw: [0.0] * len(completions)])

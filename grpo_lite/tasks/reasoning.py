@@ -20,7 +20,7 @@ from typing import Any
 SPLIT_SEED = 3141
 HELD_OUT = 60
 TRAIN = 240
-ONE_STEP = 120  # one-step training problems beside the 240 two-step ones
+ONE_STEP = 120  # one-step problems for a curriculum (one_step_rows; not in the shipped split)
 NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun")
 PRONOUN = {"Ann": "She", "Cara": "She", "Fay": "She", "Hana": "She", "Jun": "She"}
 ITEMS = ("pens", "apples", "stickers", "coins", "books", "marbles", "cards", "shells")
@@ -73,15 +73,21 @@ def one_step_problem(name: str, item: str, start: int, change: int) -> tuple[str
 
 def reasoning_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train rows, held-out rows): plain-text prompts asking for the R1 format, the number in
-    ``answer``, the steps in ``difficulty``; every intermediate count stays >= 0; no question is in
-    both. Held out: the 60 two-step problems. Trained on: 240 two-step problems and 120 one-step ones
-    (the easier rung: SmolLM2-135M gets one sum right far more often than two in a row, so the
-    format and the arithmetic have signal from the first steps)."""
-    two = _two_step_rows()
-    train, held = two[HELD_OUT:], two[:HELD_OUT]
-    rng, seen = random.Random(SPLIT_SEED + 1), {r["prompt"] for r in two}
+    ``answer``, a worked solution in ``solution`` (the warm start's examples), the steps in
+    ``difficulty``; every intermediate count stays >= 0; no question is in both. 240 two-step problems
+    to train on, 60 held out."""
+    rows = _two_step_rows()
+    return rows[HELD_OUT:], rows[:HELD_OUT]
+
+
+def one_step_rows(n: int = ONE_STEP) -> list[dict[str, Any]]:
+    """``n`` one-step training problems ("Ann has 5 pens. She buys 2 more. ..."), none of them among
+    the two-step ones: an easier rung (``difficulty`` 1) for a curriculum. Not in the shipped task: with
+    the warm start they taught one-equation answers that GRPO then spread to the two-step problems
+    (benchmarks/RESULTS.md, *Where the reward is sparse*)."""
+    rng, seen = random.Random(SPLIT_SEED + 1), {r["prompt"] for r in _two_step_rows()}
     easy: list[dict[str, Any]] = []
-    while len(easy) < ONE_STEP:
+    while len(easy) < n:
         start = rng.randint(2, 9)
         change = rng.choice([1, -1]) * rng.randint(1, 4)
         if start + change < 0:
@@ -92,7 +98,7 @@ def reasoning_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if row["prompt"] not in seen:
             seen.add(row["prompt"])
             easy.append(row)
-    return train + easy, held
+    return easy
 
 
 def _two_step_rows() -> list[dict[str, Any]]:
@@ -143,4 +149,4 @@ def strict_format(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: 
     return exact_form(prompts, completions)
 
 
-__all__ = ["math_accuracy", "reasoning_split", "strict_format", "strict_format_if_right"]
+__all__ = ["math_accuracy", "one_step_rows", "reasoning_split", "strict_format", "strict_format_if_right"]
