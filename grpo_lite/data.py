@@ -40,7 +40,7 @@ class PromptData:
     each epoch easiest first (``order="curriculum"``). The cursor, the record and the current epoch's
     order are the state (``state_dict``, in every checkpoint): a resumed run sees the same prompts as
     an uninterrupted one. In the uniform order without resting, step ``s`` of B prompts starts at
-    ``s * B``, so ``batch(s, B)`` gives the same rows.
+    ``s * B``: the same rows as before the stream had a cursor.
     """
 
     def __init__(
@@ -74,10 +74,6 @@ class PromptData:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def batch(self, step: int, size: int) -> list[dict[str, Any]]:
-        """The ``size`` rows at stream positions ``step * size`` on (the cursor does not move)."""
-        return [self.rows[self.index_at(k)] for k in range(step * size, (step + 1) * size)]
 
     def take(self, n: int) -> list[int]:
         """The row indices of the next ``n`` rows served; the cursor moves past them and past every
