@@ -387,6 +387,62 @@ def test_max_tool_calls_bounds_the_calls_and_a_call_past_it_ends_the_answer(smol
         assert sum(Plain().parse(ex[-1]["content"]) is not None for ex in turns.exchanges) >= 1
 
 
+class _SlowBox:
+    """A tool box whose every answer takes ``seconds``: the other rows end while a call is out."""
+
+    workers, seconds = 2, 0.4
+
+    def call(self, call):
+        from grpo_lite.tools.box import ToolResult
+
+        time.sleep(self.seconds)
+        return ToolResult(call.name, call.arguments, "1\n", False, self.seconds)
+
+
+def test_a_row_that_ended_while_another_waits_for_its_tool_writes_nothing_more(smol, monkeypatch):
+    """Scripted: row 0 writes a python call and waits for a slow tool; row 1 writes EOS meanwhile, so
+    a step has nothing to feed and the loop waits. Row 1 must end at its EOS (the loop once let it
+    sample again from spent logits, past the budget on CI); row 0 goes on after the answer."""
+    from grpo_lite.rollout.prompts import encode_prompts
+
+    model, tok = smol
+    call = tok("```python\nprint(1)\n```", add_special_tokens=False)["input_ids"]
+    eos, filler = tok.eos_token_id, tok(" so", add_special_tokens=False)["input_ids"][0]
+    script = {0: call + [eos], 1: [filler] * len(call) + [eos]}  # row 1's EOS: the step after row 0's call
+    written = {0: 0, 1: 0}  # tokens each row has been given, whether the loop kept them or not
+
+    def scripted(logits, *, noise, **kw):
+        out = []
+        for i in range(logits.shape[0]):
+            r = i if logits.shape[0] == 2 else 0  # row 1 leaves the batch first
+            out.append(script[r][min(written[r], len(script[r]) - 1)])
+        return torch.tensor(out)
+
+    from grpo_lite.rollout.turns import _Rows
+
+    real_append = _Rows.append
+
+    def counting_append(self, r, tokens, *, tool=False):
+        if not tool:
+            written[r] += len(tokens)
+        real_append(self, r, tokens, tool=tool)
+
+    monkeypatch.setattr("grpo_lite.rollout.turns.sample_tokens", scripted)
+    monkeypatch.setattr("grpo_lite.rollout.turns._Rows.append", counting_append)
+    ids, mask = encode_prompts(["What is 1?\n"], tok, max_prompt_tokens=64, chat=[False])
+    n = len(call) + 1
+    turns = decode_with_tools(
+        model, ids, mask, group_size=2, max_new_tokens=n + 12, temperature=1.0, top_k=0, top_p=1.0,
+        eos_ids=[eos], pad_id=tok.pad_token_id, tokenizer=tok, stop_strings=(), tool_format=Plain(tok),
+        toolbox=_SlowBox(), max_tool_calls=1,
+    )  # fmt: skip
+    assert int(turns.lengths[1]) == n and turns.completion_ids[1, n - 1] == eos and not turns.truncated[1]
+    assert [m["role"] for m in turns.exchanges[1]] == ["assistant"]
+    answer = tok(Plain(tok).render(None, "1\n"), add_special_tokens=False)["input_ids"]
+    assert int(turns.lengths[0]) == len(call) + len(answer) + 1  # the call, the answer, its EOS
+    assert [m["role"] for m in turns.exchanges[0]] == ["assistant", "tool", "assistant"]
+
+
 # ---- the loss sees only what the model wrote ------------------------------------------------------------
 @pytest.mark.parametrize("pack", [False, True], ids=["rows", "packed"])
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])

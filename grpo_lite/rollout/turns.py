@@ -121,6 +121,7 @@ def decode_with_tools(
                 for r, call in rules.apply(rows, sampled).items():
                     pending[r] = (call, pool.submit(toolbox.call, call))
                 feed |= sampled  # the rows that ended left ``sampled``; the callers still feed their call
+                hot = set()  # logits spent: a row that ended never samples again while the loop waits
             if not feed:
                 if not pending:
                     break
