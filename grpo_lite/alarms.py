@@ -87,8 +87,9 @@ def no_learning_signal(history: History) -> Alarm | None:
         return Alarm("no_signal", history[-1]["step"],
                      f"{100 * recent[-1]['equal_reward_groups']:.0f}% of groups gave all-equal rewards (no learning "
                      f"signal){said}",
+                     "a warm start now (the dashboard's button, trainer.steering.warm_start('own' / 'solutions')), "
                      "raise the temperature, use easier prompts, add a partial-credit reward, or (in a new run "
-                     "or a branch) dynamic_sampling=True, rest_tied_after, warm_start='own' / 'solutions'; "
+                     "or a branch) dynamic_sampling=True, rest_tied_after; "
                      "`python -m grpo_lite scan` says which")  # fmt: skip
     if len(recent) == 3 and all(
         m.get("dynamic/groups_kept", 1) == 0 for m in recent
@@ -217,9 +218,17 @@ class Remedy:
 
 
 def remedy_for(
-    alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: int, max_tool_calls: int = 0
-) -> Remedy | None:
-    """A one-click remedy for alarms that have an obvious one; None for the others."""
+    alarm: Alarm, *, lr: float, temperature: float, max_new_tokens: int, max_tool_calls: int = 0,
+    warm_start: str | None = None,
+) -> Remedy | None:  # fmt: skip
+    """A one-click remedy for alarms that have an obvious one; None for the others. ``warm_start``: the
+    warm start the run can make (``"solutions"`` when its data has worked solutions, else ``"own"``),
+    offered for ``no_signal``; without it, a higher temperature is."""
+    if alarm.name == "no_signal" and warm_start:
+        where = (
+            "the data's worked solutions" if warm_start == "solutions" else "the model's own right answers"
+        )
+        return Remedy(f"warm start on {where}", lambda s: s.warm_start(warm_start))
     if alarm.name in ("format_gaming", "reward_hacking", "reward_error") and alarm.reward:
         name = alarm.reward
         return Remedy(f"set {name} weight to 0", lambda s: s.set_reward_weights({name: 0.0}))

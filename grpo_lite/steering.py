@@ -32,10 +32,11 @@ class Changes:
     removed: list[str] = field(default_factory=list)
     learning_rate: float | None = None
     disabled: list[str] = field(default_factory=list)  # weight set to 0 after repeated timeouts
+    warm_start: str | None = None  # "own" / "solutions": a supervised phase before the next step
 
     def __bool__(self) -> bool:
         return bool(self.sampling or self.rewards or self.weights or self.added or self.removed) or (
-            self.learning_rate is not None
+            self.learning_rate is not None or self.warm_start is not None
         )
 
     def apply(
@@ -106,12 +107,16 @@ def _check_weight(name: str, weight: Any) -> float:
 
 class Steering:
     """Requests for the next step: sampling settings, reward functions and weights, learning rate,
-    pause/resume, stop. ``names`` gives the reward names in force (to check requests against)."""
+    a warm start, pause/resume, stop. ``names`` gives the reward names in force (to check requests
+    against); ``check_warm_start(source)`` raises ValueError for a warm start the run cannot make."""
 
-    def __init__(self, names: Callable[[], list[str]] = list) -> None:
+    def __init__(
+        self, names: Callable[[], list[str]] = list, check_warm_start: Callable[[str], None] | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._pending = Changes()
         self._names = names
+        self._check_warm_start = check_warm_start
         self._timeouts: dict[str, int] = {}
         self.paused = False
         self.stop_requested = False
@@ -204,6 +209,18 @@ class Steering:
                 with self._lock:
                     self._pending.weights[name] = 0.0
                     self._pending.disabled.append(name)
+
+    def warm_start(self, source: str = "own") -> None:
+        """A warm start before the next step (``warm_start.py``): a supervised phase of the LoRA on the
+        model's own right answers (``"own"``: the next ``warm_start_prompts`` prompts drawn and scored)
+        or the data's worked solutions (``"solutions"``); then GRPO goes on. Recorded in that step's
+        ``changes`` and in ``warm_start-step-N.json``."""
+        if source not in ("own", "solutions"):
+            raise ValueError(f"warm start source must be 'own' or 'solutions'; got {source!r}")
+        if self._check_warm_start is not None:
+            self._check_warm_start(source)
+        with self._lock:
+            self._pending.warm_start = source
 
     def pause(self) -> None:
         self.paused = True

@@ -90,7 +90,10 @@ class GRPOTrainer:
             else combine(*reward_funcs, weights=reward_weights)
         )
         self.sampling = Sampling.of(cfg)
-        self.steering = Steering(lambda: self.rewards.names)
+        self.steering = Steering(
+            lambda: self.rewards.names,
+            lambda source: check_warm_start(cfg.replace(warm_start=source), self.data.rows),
+        )
         self.step = 0
         self.interrupted_at: Path | None = None  # the checkpoint written when Ctrl-C stopped the run
         self._optimizer_steps_taken = 0
@@ -363,7 +366,11 @@ class GRPOTrainer:
             time.sleep(0.05)
             for cb in self.callbacks:
                 cb.on_step_boundary(self)
-        self.rewards, changes = self.steering.take().apply(self.sampling, self.rewards, self.scheduler)
+        requested = self.steering.take()
+        self.rewards, changes = requested.apply(self.sampling, self.rewards, self.scheduler)
+        if requested.warm_start:  # the no_signal alarm's remedy: a supervised phase, then GRPO goes on
+            self.warm_started = warm_start(self, requested.warm_start)
+            changes["warm_start"] = {k: self.warm_started[k] for k in ("source", "examples", "steps")}
         return changes
 
     def _emit(self, metrics: dict[str, Any]) -> None:

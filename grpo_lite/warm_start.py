@@ -139,13 +139,14 @@ def supervised_phase(
     return losses
 
 
-def warm_start(trainer: Any) -> dict[str, Any]:
-    """Gather the examples ``trainer.cfg.warm_start`` names, fine-tune the LoRA on them, and record what
-    was done in ``RUN/warm_start.json``; returns that record. ``trainer``: a GRPOTrainer (its
-    ``_draw`` samples and scores prompts with the run's settings)."""
+def warm_start(trainer: Any, source: str | None = None) -> dict[str, Any]:
+    """Gather the examples ``source`` names (default ``trainer.cfg.warm_start``), fine-tune the LoRA on
+    them, and record what was done in ``RUN/warm_start.json`` (``warm_start-step-N.json`` when asked
+    for mid-run, as the ``no_signal`` alarm's remedy); returns that record. ``trainer``: a GRPOTrainer
+    (its ``_draw`` samples and scores prompts with the run's settings in force)."""
     from grpo_lite.model import trainable_parameters
 
-    cfg, t0 = trainer.cfg, time.perf_counter()
+    cfg, t0 = trainer.cfg.replace(warm_start=source or trainer.cfg.warm_start), time.perf_counter()
     if cfg.warm_start == "solutions":
         examples = solution_examples(trainer.data.rows, trainer.tokenizer, prompt_column=cfg.prompt_column,
                                      solution_column=cfg.solution_column, max_prompt_tokens=cfg.max_prompt_tokens)  # fmt: skip
@@ -158,7 +159,7 @@ def warm_start(trainer: Any) -> dict[str, Any]:
             sampled += n
         examples = own_right_answers(draws, threshold=cfg.solve_threshold, group_size=cfg.group_size)
     record: dict[str, Any] = {"source": cfg.warm_start, "prompts_sampled": sampled, "examples": len(examples),
-                              "steps": 0, "losses": []}  # fmt: skip
+                              "steps": 0, "losses": [], "at_step": trainer.step}  # fmt: skip
     if not examples:
         where = f"{sampled} prompts x {cfg.group_size}" if sampled else f"the column {cfg.solution_column!r}"
         log.warning("warm start (%s): no right answer in %s (reward >= solve_threshold %g); GRPO starts "
@@ -171,7 +172,8 @@ def warm_start(trainer: Any) -> dict[str, Any]:
         )  # fmt: skip
         record |= {"steps": len(losses), "losses": losses}
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    write_text(trainer.run_dir / "warm_start.json", json.dumps(record, indent=2) + "\n")  # whole or absent
+    name = "warm_start.json" if trainer.step == 0 else f"warm_start-step-{trainer.step}.json"
+    write_text(trainer.run_dir / name, json.dumps(record, indent=2) + "\n")  # whole or absent
     log.info("warm start (%s): %d examples, %d steps", cfg.warm_start, len(examples), record["steps"])
     return record
 

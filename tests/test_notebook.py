@@ -240,6 +240,24 @@ def test_remedy_buttons_request_the_obvious_fix(dash):
     )
 
 
+def test_no_signal_offers_a_warm_start_on_what_the_data_has(dash):
+    """The no_signal alarm's button: a warm start on the model's own right answers (these rows have no
+    worked solutions), requested for the next step; a higher temperature when no warm start is given."""
+    from grpo_lite.alarms import Alarm, remedy_for
+
+    alarm = Alarm("no_signal", 5, "m", "s")
+    dash.remedies.update([alarm])
+    [button] = dash.remedies.widget.children
+    assert button.description == "warm start on the model's own right answers"
+    button.click()
+    assert dash.trainer.steering.take().warm_start == "own"
+    dash.trainer.data.rows[0]["solution"] = "2"
+    dash.remedies.update([alarm])
+    assert dash.remedies.widget.children[0].description == "warm start on the data's worked solutions"
+    plain = remedy_for(alarm, lr=1e-4, temperature=1.0, max_new_tokens=8)
+    assert plain is not None and plain.label == "raise temperature to 1.2"
+
+
 def test_branch_from_the_checkpoint_list_switches_and_overlays_the_parent(
     tiny_model_path, sum_rows, tmp_path
 ):

@@ -144,3 +144,38 @@ def test_a_solution_column_the_data_lacks_is_refused_before_loading(tmp_path):
         ValueError, match=r"solution_column='worked', which the dataset does not have .*\['prompt'\]"
     ):
         GRPOTrainer(cfg, [{"prompt": "1+1="}], [lambda prompts, completions, **kw: [0.0] * len(completions)])
+
+
+def test_a_warm_start_asked_for_mid_run_trains_then_grpo_goes_on(tiny_qwen_path, tmp_path):
+    """The no_signal alarm's remedy: ``steering.warm_start`` between steps runs the supervised phase
+    (only the LoRA moves, its loss falls), records it in that step's changes and its own file, and the
+    next GRPO step runs; a source the data cannot serve is refused when asked, nothing queued."""
+    rows = [{"prompt": f"{i}+{i}=", "answer": str(2 * i), "solution": f"{2 * i}"} for i in range(6)]
+    zero = [lambda prompts, completions, **kw: [0.0] * len(completions)]
+    tr = GRPOTrainer(make_cfg(tiny_qwen_path, tmp_path / "r", max_steps=3, warm_start_steps=4), rows, zero,
+                     progress=False)  # fmt: skip
+    tr.train_step(tr._step_boundary())
+    lora = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
+    with pytest.raises(ValueError, match="warm start source must be 'own' or 'solutions'; got 'mine'"):
+        tr.steering.warm_start("mine")
+    tr.steering.warm_start("solutions")
+    changes = tr._step_boundary()  # step 1's boundary: all-zero rewards leave the LoRA as it was until now
+    assert changes["warm_start"] == {"source": "solutions", "examples": 6, "steps": 4}
+    record = json.loads((tmp_path / "r" / "warm_start-step-1.json").read_text())
+    assert (
+        record["at_step"] == 1 and len(record["losses"]) == 4 and record["losses"][-1] < record["losses"][0]
+    )
+    assert not (tmp_path / "r" / "warm_start.json").exists()  # the run did not start with one
+    assert any(not torch.equal(p, lora[n]) for n, p in tr.model.named_parameters() if n in lora)
+    assert all(torch.equal(p, frozen[n]) for n, p in tr.model.named_parameters() if n in frozen)
+    metrics = tr.train_step(changes)
+    assert metrics["step"] == 2 and metrics["changes"]["warm_start"]["steps"] == 4
+    assert metrics["warm_start"] == "solutions" and metrics["warm_start_steps"] == 4
+
+    plain = GRPOTrainer(
+        make_cfg(tiny_qwen_path, tmp_path / "p"), [{"prompt": "1+1="}] * 4, zero, progress=False
+    )
+    with pytest.raises(ValueError, match=r"solution_column='solution', which the dataset does not have"):
+        plain.steering.warm_start("solutions")
+    assert not plain.steering.take()  # nothing queued

@@ -76,6 +76,13 @@ class WeightControls:
             self.dashboard.status.value = error_html(err)
 
 
+def warm_start_source(trainer: Any) -> str:
+    """The warm start ``trainer`` can make: on the data's worked solutions when it has them, else on
+    the model's own right answers."""
+    rows, column = trainer.data.rows, trainer.cfg.solution_column
+    return "solutions" if rows and column in rows[0] else "own"
+
+
 class RemedyButtons:
     """One button per alarm of the latest step that has an obvious remedy (see ``remedy_for``)."""
 
@@ -89,7 +96,8 @@ class RemedyButtons:
         for alarm in alarms:
             remedy = remedy_for(alarm, lr=float(trainer.scheduler.get_last_lr()[0]),
                                 temperature=trainer.sampling.temperature, max_new_tokens=trainer.sampling.max_new_tokens,
-                                max_tool_calls=trainer.sampling.max_tool_calls)  # fmt: skip
+                                max_tool_calls=trainer.sampling.max_tool_calls,
+                                warm_start=warm_start_source(trainer))  # fmt: skip
             if remedy is None or remedy.label in seen:
                 continue
             seen.add(remedy.label)
