@@ -67,7 +67,7 @@ def config_from_args(args: argparse.Namespace) -> GRPOConfig:
 
 
 # ---- rewards and datasets ------------------------------------------------------------------------
-def parse_rewards(specs: list[str]) -> tuple[list[Callable[..., Any]], list[float]]:
+def parse_rewards(specs: list[str], flag: str = "--reward") -> tuple[list[Callable[..., Any]], list[float]]:
     """``NAME[=WEIGHT]`` where NAME is a built-in of the ``rewards`` package or ``module:function``."""
     import rewards
 
@@ -79,13 +79,11 @@ def parse_rewards(specs: list[str]) -> tuple[list[Callable[..., Any]], list[floa
             try:
                 fn = getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError) as err:
-                raise ValueError(
-                    f"--reward {spec!r}: cannot import {attr!r} from {module!r} ({err})"
-                ) from err
+                raise ValueError(f"{flag} {spec!r}: cannot import {attr!r} from {module!r} ({err})") from err
         elif name in builtin_rewards():
             fn = getattr(rewards, name)
         else:
-            raise ValueError(f"--reward {spec!r}: unknown reward {name!r}; built-ins: {builtin_rewards()}")
+            raise ValueError(f"{flag} {spec!r}: unknown reward {name!r}; built-ins: {builtin_rewards()}")
         funcs.append(fn)
         weights.append(float(weight) if weight else 1.0)
     return funcs, weights
@@ -135,6 +133,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         compute_dtype=args.compute_dtype,
         device=None if args.device == "auto" else args.device,
+        eval_every=args.eval_every,
+        eval_max_rows=args.eval_max_rows,
     )
     print(json.dumps(summary, indent=2))
     gain = 100 * (summary["accuracy_after"] - summary["accuracy_before"])
@@ -152,9 +152,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     rows = load_dataset_arg(args.dataset, args.split, args.limit)
     funcs, weights = parse_rewards(args.reward or DEFAULT_REWARDS)
+    eval_rows = load_dataset_arg(args.eval_dataset, "test") if args.eval_dataset else None
+    measures = parse_rewards(args.eval_measure, "--eval-measure")[0] if args.eval_measure else None
     trainer = GRPOTrainer(
-        cfg, rows, funcs, reward_weights=weights, resume_from=args.resume, overwrite=args.overwrite
-    )
+        cfg, rows, funcs, reward_weights=weights, resume_from=args.resume, overwrite=args.overwrite,
+        eval_dataset=eval_rows, eval_measures=measures,
+    )  # fmt: skip
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if trainer.device.type == "cpu" and n_params > BIG_MODEL_ON_CPU:
         log.warning(
@@ -220,11 +223,28 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not REPO_ID.fullmatch(args.push):
             raise ValueError(f"--push: repo id must look like 'user/name'; got {args.push!r}")
         resolve_token(None)
-    source = Path(args.checkpoint)
-    out = export(source, args.output, merge=args.merge)
-    print(f"exported {'merged model' if args.merge else 'adapter'} to {out}")
+    from grpo_lite.export import export_source
+
+    if args.run is None and args.checkpoint is None:
+        raise ValueError(
+            "export: give a run folder (python -m grpo_lite export runs/demo) or --checkpoint PATH"
+        )
+    source = export_source(args.checkpoint) if args.run is None else export_source(args.run, args.checkpoint)
+    kind = f"gguf-{args.gguf_type}" if args.gguf else "merged" if args.merge else "adapter"
+    step = source.name if source.parent.name == "checkpoints" else "final"
+    run_folder = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    output = Path(args.output) if args.output else run_folder / "exports" / f"{kind}-{step}"
+    out = export(source, output, merge=args.merge, gguf=args.gguf_type if args.gguf else None)
+    print(f"exported {kind} from {source} to {out}")
+    if args.gguf:
+        report = json.loads((out / "gguf_check.json").read_text())
+        print(f"read-back check passed: {report['file']} ({report['bytes'] / 1e6:.1f} MB); max logit error "
+              f"{report['max_logit_error_vs_file_type']:.2e} (<= {report['tolerance']}), greedy "
+              f"{report['greedy_same_as_file_type']} the same, tokenizer {report['tokenizer_same']}; "
+              f"{100 * report['greedy_agreement_with_merged']:.0f}% as the unrounded merged model; "
+              f"Ollama: cd {out} && ollama create NAME -f Modelfile")  # fmt: skip
     if args.push:
-        run_name = source.parent.parent.name if source.parent.name == "checkpoints" else source.parent.name
+        run_name = run_folder.name
         push_to_hub(out, args.push, private=args.private, run_name=run_name)
         print(f"pushed to https://huggingface.co/{args.push}")
     return 0
@@ -281,6 +301,13 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                       help="auto: a CUDA GPU when one answers, else the CPU; the tiny model always trains on "
                       "the CPU (default: %(default)s)")  # fmt: skip
+    demo.add_argument("--eval-every", type=int, default=0, metavar="N",
+                      help="also measure the held-out problems every N steps while training (eval/* in "
+                      "metrics.jsonl) and keep the best checkpoint (RUN/best.json); 0: only before and after "
+                      "(default: %(default)s)")  # fmt: skip
+    demo.add_argument("--eval-max-rows", type=int, default=0, metavar="N",
+                      help="with --eval-every: measure the first N held-out problems while training, 0: all "
+                      "(default: %(default)s)")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
 
@@ -300,6 +327,12 @@ def _add_train(sub: Any) -> None:
     train.add_argument(
         "--resume", metavar="DIR", help="a checkpoint folder (RUN/checkpoints/step-N) to continue from"
     )
+    train.add_argument("--eval-dataset", metavar="FILE",
+                       help="held-out rows ('gsm8k': its test split, or a local file as --dataset), evaluated "
+                       "greedily every --eval-every steps; the best checkpoint is kept (RUN/best.json)")  # fmt: skip
+    train.add_argument("--eval-measure", action="append", metavar="NAME",
+                       help="a held-out measure (repeatable; 1.0 = right): a built-in reward or module:function "
+                       "(default: the --reward functions); the first picks the best checkpoint")  # fmt: skip
     train.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
     add_config_options(train)
     train.set_defaults(func=cmd_train)
@@ -346,11 +379,19 @@ def _add_eval(sub: Any) -> None:
 
 
 def _add_export(sub: Any) -> None:
-    ex = sub.add_parser("export", help="write an adapter (or merged model) folder with a model card; push it")
-    ex.add_argument(
-        "--checkpoint", required=True, help="a training checkpoint (RUN/checkpoints/step-N) or adapter folder"
+    ex = sub.add_parser(
+        "export", help="write an adapter, merged model or GGUF folder with a model card; push it"
     )
-    ex.add_argument("--output", required=True, help="the folder to write (must not exist)")
+    ex.add_argument(
+        "run", nargs="?", help="a run folder (RUN: its best checkpoint by held-out score, else the latest)"
+    )
+    ex.add_argument("--checkpoint", help="with RUN: best | latest | a step number; alone: a checkpoint "
+                    "(RUN/checkpoints/step-N) or adapter folder")  # fmt: skip
+    ex.add_argument("--output", help="the folder to write (must not exist; default RUN/exports/KIND-step-N)")
+    ex.add_argument("--gguf", action="store_true", help="one GGUF file (llama.cpp, Ollama, LM Studio) + an Ollama "
+                    "Modelfile, read back with transformers' GGUF loader and checked")  # fmt: skip
+    ex.add_argument("--gguf-type", default="f16", choices=["f32", "f16", "q8_0"],
+                    help="the GGUF's tensor type (default: %(default)s)")  # fmt: skip
     ex.add_argument(
         "--merge", action="store_true", help="merge the LoRA into a 16-bit copy of the base model"
     )

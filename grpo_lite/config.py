@@ -252,6 +252,17 @@ class GRPOConfig:
     """Keep the newest this many complete checkpoints (older ones are deleted once a new one is
     complete); 0 keeps all. The newest complete one and any written on interrupt are never deleted."""
 
+    eval_every: int = 0
+    """Held-out evaluation every this many steps and at the last (``grpo_lite/held_out.py``): one greedy
+    completion per eval row, each eval measure's share of 1.0 as ``eval/NAME`` in the metrics; with
+    it, the best checkpoint is kept (``RUN/best.json``). 0: never. Needs eval rows (``eval_dataset``)."""
+
+    eval_max_rows: int = 0
+    """Evaluate on the first this many eval rows (for speed); 0: all of them."""
+
+    best_measure: str = ""
+    """The eval measure whose score picks the best checkpoint; "": the first measure."""
+
     logprob_chunk_tokens: int = 0
     """Completion tokens whose logits are materialised at once in the log-prob pass; 0 picks a size
     that keeps one chunk near 64 MB whatever the vocabulary."""
@@ -315,6 +326,14 @@ class GRPOConfig:
         )
         _check(self, "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0 = keep all)")
         _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
+        _check(
+            self,
+            "eval_every",
+            isinstance(self.eval_every, int) and self.eval_every >= 0,
+            "an integer >= 0 (0 = never)",
+        )
+        _check(self, "eval_max_rows", isinstance(self.eval_max_rows, int) and self.eval_max_rows >= 0,
+               "an integer >= 0 (0 = all rows)")  # fmt: skip
         if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it
             object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())
         _check(self, "report_to", all(t in TRACKERS for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),

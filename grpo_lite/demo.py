@@ -27,6 +27,7 @@ import torch
 
 from grpo_lite.config import ComputeDtype, GRPOConfig
 from grpo_lite.offline import build_once, cache_dir
+from grpo_lite.run import RunDir
 from grpo_lite.run.atomic import write_text
 from grpo_lite.tasks import TASKS, get_task
 
@@ -206,12 +207,15 @@ def run_demo(
     overwrite: bool = False,
     compute_dtype: ComputeDtype = "auto",
     device: str | None = None,
+    eval_every: int = 0,
+    eval_max_rows: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` on ``task`` with GRPO; measure held-out greedy accuracy (and the task's other
     measures) before and after. ``seconds`` counts everything, the first use's download and
     conversion included. The held-out completions before and after go to ``held_out.jsonl``.
     ``device``: SmolLM2 trains on a CUDA GPU when one answers (None), or where it says; the tiny
-    model always on the CPU."""
+    model always on the CPU. ``eval_every``: the held-out rows (the first ``eval_max_rows``, 0: all)
+    also measured every that many steps while training, and the best checkpoint kept."""
     start, output_dir = time.perf_counter(), Path(output_dir)
     where = {"device": device} if device and model != "tiny" else {}
     demo = demo_run(
@@ -222,6 +226,8 @@ def run_demo(
         seed=seed,
         steps=steps,
         compute_dtype=compute_dtype,
+        eval_every=eval_every,
+        eval_max_rows=eval_max_rows,
         **where,
     )
     return train_and_measure(demo, output_dir, overwrite=overwrite, start=start)
@@ -241,8 +247,9 @@ def train_and_measure(
     model, task, naive, seed = demo.model, demo.task, demo.naive, demo.cfg.seed
     cfg, held = demo.cfg, demo.eval_rows
     trainer = GRPOTrainer(
-        cfg, demo.train_rows, demo.reward_funcs, reward_weights=demo.reward_weights, overwrite=overwrite
-    )
+        cfg, demo.train_rows, demo.reward_funcs, reward_weights=demo.reward_weights, overwrite=overwrite,
+        eval_dataset=held, eval_measures=demo.measures,
+    )  # fmt: skip
 
     def measure() -> tuple[dict[str, float], list[str]]:
         return held_out_scores(trainer.model, trainer.tokenizer, held, demo.measures,
@@ -280,6 +287,12 @@ def train_and_measure(
         "extra_rounds": sum(m.get("dynamic/extra_rounds", 0) for m in history),
         "steps_without_update": sum(m.get("update_skipped", 0) for m in history),
         "warm_start": {k: v for k, v in (trainer.warm_started or {}).items() if k != "losses"} or None,
+        "held_out_curve": [
+            {k: v for k, v in m.items() if k == "step" or k.startswith("eval/")}
+            for m in history
+            if "eval/seconds" in m
+        ],  # fmt: skip
+        "best": RunDir(output_dir).best(),
     }
     lines = [json.dumps({"prompt": row["prompt"], "before": b, "after": a}) + "\n"
              for row, b, a in zip(held, texts_before, texts_after, strict=True)]  # fmt: skip

@@ -1,4 +1,5 @@
-"""Export: the adapter in peft layout with a model card, a merged 16-bit model, and the Hub upload.
+"""Export: the adapter in peft layout with a model card, a merged 16-bit model, a checked GGUF file
+with an Ollama Modelfile (``gguf_export.py``), and the Hub upload.
 
 Every export is written to a temporary folder next to the destination and renamed at the end, so
 a failure never leaves a partial folder. The Hub token is read at push time (argument, ``HF_TOKEN``
@@ -124,12 +125,27 @@ def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None 
         tools = info["tools"]
         lines += [f"Trained with tools mid-answer ({', '.join(tools['names'])}; {tools['format']} format): "
                   "use the adapter with the same tools, and run model-written code only in a sandbox.", ""]  # fmt: skip
+    chosen = info.get("checkpoint")
+    if chosen:
+        best = chosen.get("best")
+        said = (f"the best by held-out `{best['measure']}` ({best['score']:.4g})" if chosen.get("is_best") and best
+                else "not the run's best by held-out score" + (f" (step {best['step']}: {best['score']:.4g})" if best else ""))  # fmt: skip
+        lines += [f"Exported from the checkpoint of step {chosen['step']}: {said}.", ""]
+    if info.get("gguf"):
+        g = info["gguf"]
+        lines += [f"GGUF file `{g['file']}` ({g['file_type']}, {g['bytes'] / 1e6:.1f} MB) with an Ollama `Modelfile` "
+                  f"(`ollama create NAME -f Modelfile`). Read back with transformers' GGUF loader: max logit error "
+                  f"{g['max_logit_error_vs_file_type']:.2e} against the weights meant, greedy completions "
+                  f"{g['greedy_same_as_file_type']} the same, {100 * g['greedy_agreement_with_merged']:.0f}% the same "
+                  f"as the unrounded merged model (max logit change from rounding "
+                  f"{g['rounding_max_logit_error_vs_merged']:.3g}).", ""]  # fmt: skip
     if curve:
         lines += [f"![reward curve]({curve})", ""]
     lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]
+    shown = [*CARD_METRICS, *sorted(k for k in last if k.startswith("eval/") and k != "eval/seconds")]
     lines += [
         f"| {k} | {last[k]:.4g} |" if isinstance(last.get(k), float) else f"| {k} | {last.get(k)} |"
-        for k in CARD_METRICS
+        for k in shown
         if k in last
     ]
     lines += ["", "## Reward functions", ""]
@@ -203,14 +219,57 @@ def write_adapter_folder(dest: Path, source: Path, info: dict[str, Any]) -> None
     (dest / "README.md").write_text(model_card(info, curve=curve))
 
 
+def export_source(path: str | Path, checkpoint: str | int | None = None) -> Path:
+    """What to export: ``path`` itself when it is a checkpoint or adapter folder; in a run folder the
+    checkpoint ``checkpoint`` names (``"best"``, ``"latest"``, a step), by default the best by held-out
+    score when the run has one (``best.json``), else the latest."""
+    from grpo_lite.run import RunDir
+
+    path = Path(path)
+    if checkpoint is None and all((path / f).exists() for f in ADAPTER_FILES):
+        return path
+    run = RunDir(path)
+    if not run.checkpoints.is_dir():
+        if checkpoint is not None:
+            raise FileNotFoundError(
+                f"{path} is not a run folder (no checkpoints/): cannot pick --checkpoint {checkpoint}"
+            )
+        raise FileNotFoundError(
+            f"{path} holds no adapter to export: it is neither a grpo-lite checkpoint nor a saved adapter (needs "
+            f"{list(ADAPTER_FILES)}) nor a run folder (checkpoints/)"
+        )
+    chosen = checkpoint if checkpoint is not None else ("best" if run.best() else "latest")
+    return run.find_checkpoint(str(chosen), purpose="export")
+
+
+def checkpoint_facts(source: Path) -> dict[str, Any] | None:
+    """Which checkpoint ``source`` is (its step) and, when the run keeps one, its best by held-out score."""
+    from grpo_lite.run import RunDir, read_state
+
+    if not (source / "state.json").exists() or source.parent.name != "checkpoints":
+        return None
+    step = int(read_state(source)["step"])
+    best = RunDir(source.parent.parent).best()
+    return {"step": step, "best": best, "is_best": bool(best and best["step"] == step)}
+
+
 def export(
-    source: str | Path, output: str | Path, *, merge: bool = False, dtype: torch.dtype = torch.bfloat16
-) -> Path:
-    """Write ``output`` from a checkpoint or adapter folder: the adapter + card, or a merged model."""
+    source: str | Path, output: str | Path, *, merge: bool = False, dtype: torch.dtype = torch.bfloat16,
+    gguf: str | None = None, check_prompts: list[Any] | None = None,
+) -> Path:  # fmt: skip
+    """Write ``output`` from a checkpoint or adapter folder: the adapter + card, a merged model, or
+    (``gguf``: ``"f32"``, ``"f16"``, ``"q8_0"``) one GGUF file + Modelfile, checked by reading it back
+    on ``check_prompts`` (default: the run's held-out prompts, ``held_out.jsonl``, else a few fixed
+    ones); a failed check raises and leaves nothing under ``output``."""
     source, output = Path(source), Path(output)
     info = run_info(source)
+    info["checkpoint"] = checkpoint_facts(source)
     with atomic_folder(output) as tmp:
-        if merge:
+        if gguf:
+            report = write_checked_gguf(info, source, tmp, file_type=gguf, prompts=check_prompts)
+            info["gguf"] = report
+            (tmp / "README.md").write_text(model_card(info, merged=True))
+        elif merge:
             merge_adapter(info["config"]["model"], source, tmp, dtype=dtype)
             (tmp / "README.md").write_text(model_card(info, merged=True))
         else:
@@ -218,14 +277,76 @@ def export(
     return output
 
 
+FIXED_PROMPTS = [[{"role": "user", "content": q}] for q in
+                 ("What is 12 + 30?", "Write a Python function that reverses a string.", "Name three colours.",
+                  "Reply with a JSON object with a key 'ok'.")]  # fmt: skip
+
+
+def held_out_prompts(source: Path, limit: int = 48) -> list[Any]:
+    """The prompts of the run's held-out problems (``held_out.jsonl``, written by the demos) beside the
+    checkpoint's run; else a few fixed ones."""
+    for folder in (source, source.parent, source.parent.parent):
+        path = folder / "held_out.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return [r["prompt"] for r in rows][:limit]
+    return list(FIXED_PROMPTS)
+
+
+def write_checked_gguf(info: dict[str, Any], source: Path, dest: Path, *, file_type: str,
+                       prompts: list[Any] | None) -> dict[str, Any]:  # fmt: skip
+    """Merge, write ``dest/NAME-TYPE.gguf`` and ``dest/Modelfile``, read the file back and check it
+    (``gguf_export.check_gguf``); the report also goes to ``dest/gguf_check.json``. Raises when the
+    check fails."""
+    from grpo_lite.gguf_export import architecture, check_gguf, modelfile, write_gguf
+    from grpo_lite.model import load_tokenizer
+
+    config = info["config"]
+    merged, _ = merged_model(config["model"], source)
+    architecture(merged.config)  # an architecture without a mapping: refused before any writing
+    tokenizer_dir = source if (source / "tokenizer_config.json").exists() else dest / ".tokenizer"
+    tokenizer = load_tokenizer(str(source) if tokenizer_dir == source else config["model"])
+    if tokenizer_dir != source:
+        tokenizer.save_pretrained(tokenizer_dir)
+    run = info.get("checkpoint") or {}
+    name = (
+        f"{Path(config.get('output_dir') or 'model').name}-step-{run.get('step', 'final')}-{file_type}.gguf"
+    )
+    temperature = config.get("temperature")
+    written = write_gguf(merged, tokenizer, tokenizer_dir, dest / name, file_type=file_type,
+                         name=f"{Path(config['model']).name} + GRPO", temperature=temperature)  # fmt: skip
+    (dest / "Modelfile").write_text(modelfile(name, tokenizer, temperature))
+    report = written | check_gguf(dest / name, merged, tokenizer, prompts or held_out_prompts(source),
+                                  file_type=file_type, max_new_tokens=int(config.get("max_new_tokens", 64)),
+                                  stop_strings=config.get("stop_strings") or ())  # fmt: skip
+    (dest / "gguf_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    if tokenizer_dir != source:
+        delete(tokenizer_dir)
+    if not report["passed"]:
+        raise ValueError(f"GGUF read-back check failed, nothing exported: {json.dumps(report)}")
+    return report
+
+
 def merge_adapter(base: str, adapter: Path, dest: Path, *, dtype: torch.dtype) -> float:
-    """Merge the LoRA into an unquantized copy of the base (not into 4-bit weights, which is lossy),
-    check the merged logits against base + adapter, save in safetensors as ``dtype``. Returns the
-    max logit difference found (raises if above MERGE_TOLERANCE)."""
+    """Merge the LoRA into an unquantized copy of the base (``merged_model``) and save it in
+    safetensors as ``dtype`` with the tokenizer. Returns the max logit difference found."""
+    from grpo_lite.model import load_tokenizer
+
+    merged, diff = merged_model(base, adapter)
+    merged.to(dtype).save_pretrained(dest, safe_serialization=True)
+    load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").exists() else base).save_pretrained(
+        dest
+    )
+    return diff
+
+
+def merged_model(base: str, adapter: Path) -> tuple[Any, float]:
+    """The LoRA merged into an unquantized float32 copy of the base (not into 4-bit weights, which is
+    lossy), its logits checked against base + adapter; (model, max logit difference). Raises if the
+    difference is above MERGE_TOLERANCE."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from grpo_lite.model import load_tokenizer
     from grpo_lite.offline import resolve_model
 
     model = PeftModel.from_pretrained(
@@ -241,11 +362,7 @@ def merge_adapter(base: str, adapter: Path, dest: Path, *, dtype: torch.dtype) -
         raise ValueError(
             f"merged model differs from base + adapter by {diff:.2e} (> {MERGE_TOLERANCE}); not saved"
         )
-    merged.to(dtype).save_pretrained(dest, safe_serialization=True)
-    load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").exists() else base).save_pretrained(
-        dest
-    )
-    return diff
+    return merged, diff
 
 
 def resolve_token(token: str | None) -> str:

@@ -76,6 +76,10 @@ NO_EQUIVALENT = {
     "max_tool_calls": "dropped (used only with tools, which scale-out refuses)",
     "tool_timeout": "dropped (used only with tools, which scale-out refuses)",
     "tool_output_chars": "dropped (used only with tools, which scale-out refuses)",
+    "eval_every": "not carried: TRL's evaluation scores the rewards on an eval set (eval_strategy), not greedy "
+    "held-out measures; measure its checkpoints with `python -m grpo_lite eval`",
+    "eval_max_rows": "not carried (held-out evaluation is not carried)",
+    "best_measure": "not carried: TRL keeps checkpoints by recency (or metric_for_best_model on its eval loss)",
     "dynamic_sampling": "not carried: TRL has no dynamic sampling; the TRL run trains on every group drawn, "
     "tied groups too (their advantage is 0, so they only dilute the batch), and draws no further prompts",
     "max_extra_rounds": "not carried (used only with dynamic_sampling, which TRL does not have)",

@@ -25,6 +25,7 @@ from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
 from grpo_lite.config import GRPOConfig
 from grpo_lite.data import PromptData, reward_columns
 from grpo_lite.dynamic import Draw, no_update, seek_signal
+from grpo_lite.held_out import HeldOut
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.loss import grpo_loss, masked_mean, microbatch_weight
 from grpo_lite.metrics import step_metrics
@@ -60,6 +61,8 @@ class GRPOTrainer:
         overwrite: replace a previous run in ``cfg.output_dir`` instead of refusing.
         tools: functions the model may call mid-answer (type hints and a docstring), with the
             built-ins named in ``cfg.tools`` (``"python"``: the sandbox); see ``grpo_lite/tools``.
+        eval_dataset: held-out rows, evaluated every ``cfg.eval_every`` steps (``held_out.py``).
+        eval_measures: functions (or built-in reward names) whose 1.0 means right; default: the rewards.
     """
 
     def __init__(
@@ -76,6 +79,8 @@ class GRPOTrainer:
         overwrite: bool = False,
         progress: bool = True,
         tools: Sequence[Callable[..., Any] | str] = (),
+        eval_dataset: Any = None,
+        eval_measures: Any = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
@@ -88,6 +93,9 @@ class GRPOTrainer:
             reward_funcs
             if isinstance(reward_funcs, Combined)
             else combine(*reward_funcs, weights=reward_weights)
+        )
+        self.held_out = HeldOut.build(
+            cfg, eval_dataset, eval_measures, self.rewards, tools=bool(cfg.tools or tools)
         )
         self.sampling = Sampling.of(cfg)
         self.steering = Steering(
@@ -144,9 +152,13 @@ class GRPOTrainer:
                 if self.steering.stop_requested:
                     break
                 metrics = self.train_step(changes)
+                metrics |= self.held_out.measure(
+                    self
+                )  # eval/NAME when due, off the step's clock (held_out.py)
                 self._emit(metrics)
                 if self.cfg.save_steps and self.step % self.cfg.save_steps == 0:
                     self.save_checkpoint()
+                self.held_out.keep_best(self, metrics)  # a better held-out score: that step's checkpoint kept
         except KeyboardInterrupt:
             if self.step == step_at_start and self._optimizer_steps_taken:  # the update landed: step done
                 self.step += 1
@@ -411,6 +423,7 @@ class GRPOTrainer:
             read_state(checkpoint)
         )  # done before that checkpoint, if at all
         self.history = self.folder.truncate_metrics(self.step)
+        self.held_out.restore(self)  # the best among this folder's own checkpoints up to here
 
     def branch(self, step: int | str | Path = "latest", output_dir: str | Path | None = None) -> GRPOTrainer:
         """Rewind to the checkpoint of ``step`` (a number, ``"latest"`` or a checkpoint folder) and
@@ -428,6 +441,7 @@ class GRPOTrainer:
             self.cfg.replace(output_dir=str(target), run_name=run_name), self.data.rows, self.rewards,
             model=self.model, tokenizer=self.tokenizer, resume_from=checkpoint, tools=self._tool_functions,
             progress=any(isinstance(cb, ProgressBar) for cb in self.callbacks),
+            eval_dataset=self.held_out.rows or None, eval_measures=self.held_out.measures or None,
         )  # fmt: skip
 
     def save_adapter(self, directory: str | Path) -> Path:

@@ -240,6 +240,19 @@ def test_remedy_buttons_request_the_obvious_fix(dash):
     )
 
 
+def test_the_dashboard_plots_the_trainers_held_out_scores(tiny_model_path, sum_rows, tmp_path):
+    """A trainer with eval_every: the dashboard shows its eval/<best measure> points, measuring nothing
+    itself (its own eval_reward, which would say 0.5, is not called)."""
+    cfg = make_cfg(tiny_model_path, tmp_path / "run", max_steps=3, save_steps=0, eval_every=2)
+    right = lambda prompts, completions, **k: [1.0] * len(completions)  # noqa: E731
+    trainer = GRPOTrainer(cfg, sum_rows, [digit_share], progress=False, eval_dataset=sum_rows[:4],
+                          eval_measures={"right": right})  # fmt: skip
+    half = lambda prompts, completions, **k: [1.0, 0.0] * (len(completions) // 2)  # noqa: E731
+    dash = Dashboard(trainer, eval_rows=sum_rows[:4], eval_reward=half, eval_every=1)
+    dash.train()
+    assert dash.eval_points == [(2, 1.0), (3, 1.0)]
+
+
 def test_no_signal_offers_a_warm_start_on_what_the_data_has(dash):
     """The no_signal alarm's button: a warm start on the model's own right answers (these rows have no
     worked solutions), requested for the next step; a higher temperature when no warm start is given."""

@@ -311,8 +311,11 @@ class Dashboard(Callback):
 
     def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
         self.history.append(metrics)
-        if self.eval_rows and self.eval_reward and metrics["step"] % self.eval_every == 0:
-            self.evaluate()
+        engine = f"eval/{trainer.held_out.best_measure}" if trainer.held_out.every else None
+        if engine and engine in metrics:  # the trainer measured the held-out rows (held_out.py): shown as is
+            self.eval_points.append((metrics["step"], float(metrics[engine])))
+        elif not engine and self.eval_rows and self.eval_reward and metrics["step"] % self.eval_every == 0:
+            self.evaluate()  # a trainer without eval_every: the dashboard measures its own eval_rows
         latest = alarms_of(metrics)  # checked by the trainer, once per step
         self.alarms += latest
         self.alarm_panel.value = panels.alarms_html(self.alarms)

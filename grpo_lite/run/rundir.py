@@ -7,6 +7,7 @@ RUN/
   checkpoints/step-N/      adapter + tokenizer, trainer_state.pt, state.json, metrics.jsonl, rewards/NAME.py
   adapter/ summary.json reward_curve.png
   lineage.json             only in a branch: the parent run, its step, the checkpoint
+  best.json                with held-out evaluation: the best checkpoint's step, measure, score
   branches/step-N-K/       branches started from this run's step N (each a RunDir of its own)
 ```
 
@@ -39,8 +40,9 @@ from grpo_lite.run.atomic import (
 
 REQUIRED = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.pt", "state.json")
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png",
-             "warm_start.json", "held_out.jsonl")  # fmt: skip
+             "warm_start.json", "held_out.jsonl", "best.json")  # fmt: skip
 LINEAGE = "lineage.json"
+BEST = "best.json"
 
 
 def is_complete(checkpoint: Path) -> bool:
@@ -117,17 +119,43 @@ class RunDir:
             )
         return None
 
-    def find_checkpoint(self, step: int | str | Path) -> Path:
-        """The complete checkpoint for ``step``: a step number, ``"latest"``, or a checkpoint folder."""
-        if isinstance(step, Path) or (isinstance(step, str) and step != "latest" and not step.isdigit()):
+    def best(self) -> dict[str, Any] | None:
+        """``best.json`` (``{"step", "measure", "score"}``) when it names a complete checkpoint; else None."""
+        path = self.path / BEST
+        if not path.exists():
+            return None
+        record = dict(json.loads(path.read_text()))
+        return record if is_complete(self.checkpoint(int(record["step"]))) else None
+
+    def write_best(self, record: dict[str, Any] | None) -> None:
+        """Name the best checkpoint (written whole); None: there is none."""
+        if record is None:
+            remove(self.path / BEST)
+        else:
+            write_text(self.path / BEST, json.dumps(record, indent=2) + "\n")
+
+    def find_checkpoint(self, step: int | str | Path, *, purpose: str = "branch from") -> Path:
+        """The complete checkpoint for ``step``: a step number, ``"latest"``, ``"best"`` (by held-out
+        score: ``best.json``), or a checkpoint folder."""
+        if isinstance(step, Path) or (
+            isinstance(step, str) and step not in ("latest", "best") and not step.isdigit()
+        ):
             path: Path | None = Path(step)
         elif step == "latest":
             path = self.latest()
+        elif step == "best":
+            best = self.best()
+            if best is None:
+                raise FileNotFoundError(
+                    f"cannot {purpose} the best checkpoint: {self.path} has none (no held-out evaluation, "
+                    f"eval_every=0, or its checkpoint is gone); complete checkpoints: steps {self.complete_steps() or 'none'}"
+                )
+            path = self.checkpoint(int(best["step"]))
         else:
             path = self.checkpoint(int(step))
         if path is None or not is_complete(path):
             raise FileNotFoundError(
-                f"cannot branch from step {step!s}: no complete checkpoint {path or ''} in {self.checkpoints}; "
+                f"cannot {purpose} step {step!s}: no complete checkpoint {path or ''} in {self.checkpoints}; "
                 f"complete checkpoints: steps {self.complete_steps() or 'none'}"
             )
         return path
@@ -273,12 +301,13 @@ class RunDir:
 
     def prune(self, keep: int) -> list[Path]:
         """Delete complete checkpoints beyond the newest ``keep``; returns what was deleted. Never
-        deleted: the newest complete one and one written on interrupt (``state.json`` says
-        ``"interrupted": true``). Hidden temporaries (a save in progress) are never looked at here."""
+        deleted: the newest complete one, the best one (``best.json``) and one written on interrupt
+        (``state.json`` says ``"interrupted": true``). Hidden temporaries (a save in progress) are never looked at here."""
         complete = [path for _, path in self._numbered() if is_complete(path)]
+        best = self.best()
         deleted = []
         for path in complete[max(keep, 1) :]:
-            if read_state(path).get("interrupted"):
+            if read_state(path).get("interrupted") or (best and path == self.checkpoint(int(best["step"]))):
                 continue
             remove(path)  # leaves its final name first: a kill mid-deletion leaves no half of it
             deleted.append(path)
