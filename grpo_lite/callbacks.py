@@ -9,22 +9,36 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from grpo_lite.trainer import GRPOTrainer
+
+class Run(Protocol):
+    """What a listener reads from the trainer it is handed (``GRPOTrainer`` is one): callbacks and
+    trackers depend on this, not on the trainer, so nothing below the loop imports it."""
+
+    cfg: Any  # the GRPOConfig
+    step: int
+    run_dir: Path
+    rewards: Any  # the Combined reward in force
+    steering: Any  # the Steering object
+    history: list[dict[str, Any]]
+    lineage: dict[str, Any] | None
+    last_rollout: dict[str, Any] | None
+    interrupted_at: Path | None
+
+    def run_facts(self) -> dict[str, Any]: ...
 
 
 class Callback:
     """Base class: override what you need."""
 
-    def on_train_begin(self, trainer: GRPOTrainer) -> None: ...
+    def on_train_begin(self, trainer: Run) -> None: ...
 
-    def on_step_boundary(self, trainer: GRPOTrainer) -> None: ...
+    def on_step_boundary(self, trainer: Run) -> None: ...
 
-    def on_step_end(self, trainer: GRPOTrainer, metrics: dict[str, Any]) -> None: ...
+    def on_step_end(self, trainer: Run, metrics: dict[str, Any]) -> None: ...
 
-    def on_train_end(self, trainer: GRPOTrainer) -> None: ...
+    def on_train_end(self, trainer: Run) -> None: ...
 
 
 def _json_safe(value: Any) -> Any:
@@ -41,7 +55,7 @@ class JsonlLogger(Callback):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def on_step_end(self, trainer: GRPOTrainer, metrics: dict[str, Any]) -> None:
+    def on_step_end(self, trainer: Run, metrics: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(_json_safe(metrics)) + "\n")
 
@@ -52,18 +66,18 @@ class ProgressBar(Callback):
     def __init__(self) -> None:
         self.bar: Any = None
 
-    def on_train_begin(self, trainer: GRPOTrainer) -> None:
+    def on_train_begin(self, trainer: Run) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=trainer.cfg.max_steps, initial=trainer.step, desc="GRPO", unit="step")
 
-    def on_step_end(self, trainer: GRPOTrainer, metrics: dict[str, Any]) -> None:
+    def on_step_end(self, trainer: Run, metrics: dict[str, Any]) -> None:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(
                 reward=f"{metrics['reward']:.3f}", length=f"{metrics['completion_len_mean']:.0f}"
             )
 
-    def on_train_end(self, trainer: GRPOTrainer) -> None:
+    def on_train_end(self, trainer: Run) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from grpo_lite.trackers import TRACKERS
-
 # Every variant's name, defined once here; the math modules import the ones they take.
 LossType = Literal["grpo", "dapo", "dr_grpo"]
 ImportanceLevel = Literal["token", "sequence"]
@@ -31,6 +29,11 @@ ToolFormat = Literal["auto", "hermes", "plain"]
 PromptOrder = Literal["uniform", "curriculum"]
 WarmStart = Literal["off", "own", "solutions"]
 BUILTIN_TOOLS = ("python",)
+TRACKER_NAMES = (
+    "trackio",
+    "tensorboard",
+    "wandb",
+)  # report_to's choices; grpo_lite/trackers says how each logs
 
 
 @dataclass(frozen=True)
@@ -336,8 +339,8 @@ class GRPOConfig:
                "an integer >= 0 (0 = all rows)")  # fmt: skip
         if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it
             object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())
-        _check(self, "report_to", all(t in TRACKERS for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
-               f"a tuple of distinct names from {list(TRACKERS)}")  # fmt: skip
+        _check(self, "report_to", all(t in TRACKER_NAMES for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
+               f"a tuple of distinct names from {list(TRACKER_NAMES)}")  # fmt: skip
         object.__setattr__(self, "tools", (self.tools,) if isinstance(self.tools, str) else tuple(self.tools))
         _check(
             self,

@@ -389,12 +389,12 @@ def test_two_steps_of_each_task_on_smollm2_with_a_reward_edited_mid_run(smollm2,
 
 
 @pytest.mark.slow
-def test_the_readmes_own_task_example_runs(smollm2, tmp_path, monkeypatch, capsys):
-    """The README's "Your own task" snippet, as written but for 2 steps instead of 20."""
+def test_the_docs_own_task_example_runs(smollm2, tmp_path, monkeypatch, capsys):
+    """docs/tasks.md's "Your own task" snippet, as written but for 2 steps instead of 20."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Your own task", 1)[1]
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "tasks.md").read_text()
+    section = readme.split("## Your own task", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert "max_steps=20" in code
     monkeypatch.chdir(tmp_path)

@@ -9,11 +9,9 @@ import importlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from grpo_lite.callbacks import Callback
-    from grpo_lite.config import GRPOConfig
+from grpo_lite.callbacks import Callback
+from grpo_lite.config import TRACKER_NAMES, GRPOConfig
 
 # name in report_to -> (our module, the package it imports, what to pip install)
 TRACKERS = {
@@ -21,6 +19,9 @@ TRACKERS = {
     "tensorboard": ("grpo_lite.trackers.tensorboard_log", "tensorboard", "tensorboard"),
     "wandb": ("grpo_lite.trackers.wandb_log", "wandb", "wandb"),
 }
+assert tuple(TRACKERS) == TRACKER_NAMES, (
+    "a tracker named in config.TRACKER_NAMES has no module here, or the reverse"
+)
 
 
 def check_installed(report_to: Sequence[str]) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grpo_lite.alarms import alarms_of
-from grpo_lite.callbacks import Callback
-
-if TYPE_CHECKING:
-    from grpo_lite.config import GRPOConfig
-    from grpo_lite.trainer import GRPOTrainer
+from grpo_lite.callbacks import Callback, Run
+from grpo_lite.config import GRPOConfig
 
 COMPLETION_CHARS = 2000  # of each prompt and completion in a table row
 
@@ -74,7 +71,7 @@ class Tracker(Callback):
     def finish(self) -> None: ...
 
     # ---- when --------------------------------------------------------------------------------------
-    def on_train_begin(self, trainer: GRPOTrainer) -> None:
+    def on_train_begin(self, trainer: Run) -> None:
         if self.started:  # train() called again after a stop: the same tracker run goes on
             return
         self.started = True
@@ -95,7 +92,7 @@ class Tracker(Callback):
         elif trainer.step:
             self.log_event(trainer.step, "resume", f"resumed at step {trainer.step} in {self.run_dir}")
 
-    def on_step_end(self, trainer: GRPOTrainer, metrics: dict[str, Any]) -> None:
+    def on_step_end(self, trainer: Run, metrics: dict[str, Any]) -> None:
         step = int(metrics["step"])
         self.log_scalars(step, scalars(metrics))
         if metrics.get("changes"):
@@ -110,7 +107,7 @@ class Tracker(Callback):
         if every and step % every == 0 and trainer.last_rollout is not None:
             self.log_table(step, "completions", *completion_rows(trainer.last_rollout))
 
-    def on_train_end(self, trainer: GRPOTrainer) -> None:
+    def on_train_end(self, trainer: Run) -> None:
         if self.started and (trainer.step >= trainer.cfg.max_steps or trainer.interrupted_at is not None):
             self.finish()
             self.started = False
