@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from grpo_lite.draw import draw
 from grpo_lite.dynamic import signal_groups
 from grpo_lite.run import rng_state, set_rng_state
 from grpo_lite.run.atomic import write_text
@@ -41,7 +42,7 @@ def scan(trainer: Any, *, prompts: int = 32, progress: bool = True, write: bool 
             done = 0
             while done < prompts:
                 n = min(prompts - done, cfg.prompts_per_step * 2)
-                draws.append(trainer._draw(n))
+                draws.append(draw(trainer, n))
                 done += n
                 bar.update(n)
     finally:

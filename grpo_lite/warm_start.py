@@ -143,7 +143,8 @@ def warm_start(trainer: Any, source: str | None = None) -> dict[str, Any]:
     """Gather the examples ``source`` names (default ``trainer.cfg.warm_start``), fine-tune the LoRA on
     them, and record what was done in ``RUN/warm_start.json`` (``warm_start-step-N.json`` when asked
     for mid-run, as the ``no_signal`` alarm's remedy); returns that record. ``trainer``: a GRPOTrainer
-    (its ``_draw`` samples and scores prompts with the run's settings in force)."""
+    (``draw.draw`` samples and scores its prompts with the run's settings in force)."""
+    from grpo_lite.draw import draw
     from grpo_lite.model import trainable_parameters
 
     cfg, t0 = trainer.cfg.replace(warm_start=source or trainer.cfg.warm_start), time.perf_counter()
@@ -155,7 +156,7 @@ def warm_start(trainer: Any, source: str | None = None) -> dict[str, Any]:
         draws, sampled = [], 0
         while sampled < cfg.warm_start_prompts:
             n = min(cfg.warm_start_prompts - sampled, 4 * cfg.prompts_per_step)
-            draws.append(trainer._draw(n))
+            draws.append(draw(trainer, n))
             sampled += n
         examples = own_right_answers(draws, threshold=cfg.solve_threshold, group_size=cfg.group_size)
     record: dict[str, Any] = {"source": cfg.warm_start, "prompts_sampled": sampled, "examples": len(examples),

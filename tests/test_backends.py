@@ -38,7 +38,7 @@ def test_backend_selection(monkeypatch, requested, cuda, installed, expected):
 def test_unsloth_error_comes_before_any_loading(tiny_model_path, sum_rows, tmp_path, monkeypatch):
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     loaded = []
-    monkeypatch.setattr("grpo_lite.trainer.load_policy", lambda cfg: loaded.append(cfg))
+    monkeypatch.setattr("grpo_lite.assembly.load_policy", lambda cfg: loaded.append(cfg))
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         GRPOTrainer(make_cfg(tiny_model_path, tmp_path / "r", backend="unsloth"), sum_rows, [digit_share])
     assert loaded == [] and not (tmp_path / "r").exists()

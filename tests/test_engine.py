@@ -15,6 +15,7 @@ from grpo_lite.callbacks import Callback
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.model import keep_cpu_4bit_layout
 from grpo_lite.trainer import GRPOTrainer
+from grpo_lite.update import optimizer_step
 from rewards import RewardFunctionError
 
 
@@ -209,7 +210,7 @@ def test_non_finite_loss_skips_the_update(tiny_model_path, sum_rows, tmp_path):
     before = [p.detach().clone() for p in params]
     for p in params:
         p.grad = torch.ones_like(p)
-    out = tr._optimizer_step(math.nan)
+    out = optimizer_step(tr, math.nan)
     assert out["update_skipped"] == 1.0
     assert all(torch.equal(a, p) for a, p in zip(before, params, strict=True))
     assert tr.scheduler.last_epoch == 0  # the schedule did not advance either

@@ -12,6 +12,7 @@ from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.precision import LossScaler, resolve_compute_dtype
 from grpo_lite.rollout import Sampling, generate
 from grpo_lite.trainer import GRPOTrainer
+from grpo_lite.update import logps_no_grad
 
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
 
@@ -131,12 +132,12 @@ def test_16bit_stream_in_training_reference_and_rollout_passes(tiny_qwen_path, t
 def _one_update(path, out, dtype_name, rollout):
     """One step of a trainer in ``dtype_name`` on a given rollout, no clipping; returns (metrics, the
     LoRA gradients as the optimizer receives them, the rollout's per-token log-probs)."""
-    import grpo_lite.trainer as trainer_module
+    import grpo_lite.draw as trainer_module  # where the step samples
 
     cfg = make_cfg(path, out, compute_dtype=dtype_name, rollout_weights="adapter", seed=3, max_grad_norm=0.0)
     tr = GRPOTrainer(cfg, [{"prompt": "12+34="}, {"prompt": "7*8="}], [digit_share], progress=False)
     with torch.no_grad():
-        logps = tr._logps_no_grad(rollout, rollout.lengths.cpu(), reference=False)
+        logps = logps_no_grad(tr, rollout, rollout.lengths.cpu(), reference=False)
     grads = {}
     real_step = tr.optimizer.step
 
