@@ -14,7 +14,7 @@ Where things live (a step: roll out -> score -> advantages -> log-probs -> loss 
                       loading (4-bit + LoRA, Unsloth), dtypes, optimizer, memory planner, Hub-free models
     steering.py alarms.py metrics.py callbacks.py trackers/
                       changes between steps, alarms (once per step, into the metrics), the metrics, listeners
-    tasks/            the demo tasks (arithmetic, code, reasoning, json), one file each, and their registry
+    tasks/            the demo tasks (arithmetic, code, json, reasoning), one file each, found by module
     packing.py        one sequence per prompt in the log-prob pass (GRPOConfig.pack_prompts)
     notebook/         the dashboard (widgets); demo.py cli.py evaluate.py export.py scale_out.py gsm8k.py
     ../rewards/       reward functions and the code sandbox: a package of its own

@@ -3,6 +3,7 @@ completions (attacks included), the registry's errors, and a short GRPO run of e
 
 import ast
 import json
+import os
 import re
 
 import pytest
@@ -224,12 +225,40 @@ def test_reasoning_rewards(completion, right, gated, fmt):
     assert strict_format(["q"], [completion], answer=["9"]) == [fmt]
 
 
+# ---- finding tasks -------------------------------------------------------------------------------
+def test_a_copied_task_file_is_a_new_task_with_no_other_change(tmp_path):
+    """A copy of tasks/json_extract.py with its name changed, in a copy of the package: `demo --help`
+    lists it, TASKS has it with its split and samples, `demo --task` takes it; nothing else edited."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for pkg in ("grpo_lite", "rewards"):
+        shutil.copytree(root / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (root / "grpo_lite" / "tasks" / "json_extract.py").read_text()
+    assert source.count('name="json"') == 1
+    (tmp_path / "grpo_lite" / "tasks" / "json_copy.py").write_text(
+        source.replace('name="json"', 'name="json2"').replace("a sentence with facts", "the same, copied")
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    help_text = subprocess.run([sys.executable, "-m", "grpo_lite", "demo", "--help"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "json2: the same, copied" in help_text and "json: a sentence with facts" in help_text
+    probe = ("from grpo_lite.tasks import TASKS, get_task; t = get_task('json2'); "
+             "print(list(TASKS), len(t.split()[1]), t.rewards[0](['p', 'p'], t.samples[0], **t.samples[1])[0])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert out == ["['arithmetic',", "'code',", "'json',", "'json2',", "'reasoning']", "60", "1.0"]
+
+
 # ---- the registry ------------------------------------------------------------------------------
 def test_an_unknown_task_lists_the_valid_ones(capsys):
     from grpo_lite.__main__ import main
 
     with pytest.raises(
-        ValueError, match="unknown task 'poetry'; valid tasks: arithmetic, code, reasoning, json"
+        ValueError, match="unknown task 'poetry'; valid tasks: arithmetic, code, json, reasoning"
     ):
         get_task("poetry")
     with pytest.raises(SystemExit):
@@ -252,7 +281,8 @@ def test_every_task_states_its_measures_and_rewards():
         assert next(iter(task.measures)) == "accuracy" and len(task.rewards) == len(task.weights)
         assert task.examples(2) and all(isinstance(e, str) for e in task.examples(2))
     with pytest.raises(ValueError, match="first held-out measure must be 'accuracy'"):
-        type(TASKS["json"])("x", "", json_split, (json_fields,), (1.0,), {"right": json_exact})
+        type(TASKS["json"])(name="x", summary="", split=json_split, rewards=(json_fields,), weights=(1.0,),
+                            measures={"right": json_exact})  # fmt: skip
 
 
 # ---- the reward-hacking alarm --------------------------------------------------------------------
@@ -286,16 +316,6 @@ def test_the_hacking_alarm_fires_when_the_proxy_pays_and_the_tests_do_not():
 
 
 # ---- the reward editor takes each task's rewards, and a short run of each task on SmolLM2 ------------
-HAND_MADE = {
-    "arithmetic": ([[{"role": "assistant", "content": "7 + 8 = 15"}], [{"role": "assistant", "content": "14"}]],
-                   {"answer": ["15", "15"]}),
-    "code": ([[{"role": "assistant", "content": fenced("def f(x):\n    return x * 3")}],
-              [{"role": "assistant", "content": fenced("def f(x):\n    return x")}]], {"tests": [ROW["tests"]] * 2}),
-    "reasoning": (["<think>2 + 7 = 9</think><answer>9</answer>", "<answer>8</answer>"], {"answer": ["9", "9"]}),
-    "json": ([[{"role": "assistant", "content": '{"name": "Maria", "age": 34, "city": "Lyon"}'}],
-              [{"role": "assistant", "content": '{"name": "Maria", "age": 43, "city": "Lyon"}'}]],
-             {"expected": [WANT, WANT]}),
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -305,7 +325,7 @@ def test_every_task_reward_compiles_from_its_own_source_as_the_editor_does(name)
     from grpo_lite.reward_source import compile_reward
     from rewards import source_of
 
-    completions, columns = HAND_MADE[name]
+    completions, columns = TASKS[name].samples  # declared with the task (its file)
     for fn in [*TASKS[name].rewards, *(TASKS[name].naive or ((), ()))[0]]:
         copy = compile_reward(source_of(fn), fn.__name__)
         assert copy is not fn and copy(["p", "p"], completions, **columns) == fn(
@@ -319,7 +339,7 @@ def test_the_json_rewards_key_weights_are_an_edit_away():
     from grpo_lite.tasks.json_extract import json_fields as task_reward
     from rewards import source_of
 
-    completions, columns = HAND_MADE["json"]
+    completions, columns = TASKS["json"].samples
     assert task_reward(["p"] * 2, completions, **columns) == [1.0, pytest.approx(2 / 3)]
     edited = compile_reward(source_of(task_reward).replace('"age": 1.0', '"age": 3.0'), "json_fields")
     assert edited(["p"] * 2, completions, **columns) == [

@@ -10,6 +10,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from grpo_lite.tasks.task import Task
+
 SPLIT_SEED = 1234  # fixed: the held-out problems must be the ones the cached model never saw
 
 
@@ -32,3 +34,19 @@ def last_number_accuracy(
     from rewards import last_number_accuracy as right
 
     return right(prompts, completions, answer)
+
+
+TASK = Task(
+    name="arithmetic",
+    summary="one-digit sums and products: 'What is 7 + 8?'",
+    split=one_digit_split,
+    rewards=(last_number_accuracy,),
+    weights=(1.0,),
+    measures={"accuracy": last_number_accuracy},
+    settings={"max_new_tokens": 16},
+    steps=40,
+    samples=(
+        [[{"role": "assistant", "content": "7 + 8 = 15"}], [{"role": "assistant", "content": "14"}]],
+        {"answer": ["15", "15"]},
+    ),
+)

@@ -19,6 +19,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from grpo_lite.tasks.task import Task
+
 SPLIT_SEED = 2718
 HELD_OUT = 60
 INTS = (0, 3, -4, 11)
@@ -154,4 +156,31 @@ def code_compiles(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: 
     return [1.0 if code is not None and defines_f(code) else 0.0 for code in codes]
 
 
-__all__ = ["code_compiles", "code_split", "code_unit_tests", "hidden_tests"]
+def all_tests_pass(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+    """Held-out: 1.0 when every hidden test passes."""
+    return [1.0 if s == 1.0 else 0.0 for s in code_unit_tests(prompts, completions, **columns)]
+
+
+def _fenced(code: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": f"```python\n{code}\n```"}]
+
+
+TIMES_3 = ["assert f(0) == 0", "assert f(3) == 9", "assert f(-4) == -12", "assert f(11) == 33"]
+
+TASK = Task(
+    name="code",
+    summary="a Python function f(x), graded by hidden unit tests in the sandbox",
+    split=code_split,
+    rewards=(code_unit_tests,),
+    weights=(1.0,),
+    measures={"accuracy": all_tests_pass, "defines_f": code_compiles},
+    settings={"max_new_tokens": 64, "stop_strings": ("```\n",)},
+    steps=25,
+    naive=((code_compiles, code_unit_tests), (1.0, 0.0)),
+    samples=(
+        [_fenced("def f(x):\n    return x * 3"), _fenced("def f(x):\n    return x")],
+        {"tests": [TIMES_3] * 2},
+    ),
+)
+
+__all__ = ["TASK", "all_tests_pass", "code_compiles", "code_split", "code_unit_tests", "hidden_tests"]

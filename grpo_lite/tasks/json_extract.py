@@ -14,6 +14,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from grpo_lite.tasks.task import Task
+from rewards.json_fields import json_exact
+
 SPLIT_SEED = 1618
 HELD_OUT = 60
 TRAIN = 300
@@ -93,4 +96,24 @@ def json_fields(
     return fields_right(prompts, completions, expected, key_weights=key_weights)
 
 
-__all__ = ["json_fields", "json_split"]
+MARIA = json.dumps({"name": "Maria", "age": 34, "city": "Lyon"})
+
+TASK = Task(
+    name="json",
+    summary="a sentence with facts -> a JSON object with given keys and types",
+    split=json_split,
+    rewards=(json_fields,),
+    weights=(1.0,),
+    measures={"accuracy": json_exact},
+    settings={"max_new_tokens": 48},
+    steps=40,
+    samples=(
+        [
+            [{"role": "assistant", "content": MARIA}],
+            [{"role": "assistant", "content": MARIA.replace("34", "43")}],
+        ],
+        {"expected": [MARIA, MARIA]},
+    ),
+)
+
+__all__ = ["TASK", "json_fields", "json_split"]

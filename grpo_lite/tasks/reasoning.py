@@ -17,6 +17,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from grpo_lite.tasks.task import Task
+
 SPLIT_SEED = 3141
 HELD_OUT = 60
 TRAIN = 240
@@ -149,4 +151,31 @@ def strict_format(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: 
     return exact_form(prompts, completions)
 
 
-__all__ = ["math_accuracy", "one_step_rows", "reasoning_split", "strict_format", "strict_format_if_right"]
+TASK = Task(
+    name="reasoning",
+    summary="two-step word problems, answered as <think>...</think><answer>N</answer>",
+    split=reasoning_split,
+    rewards=(math_accuracy, strict_format_if_right),
+    weights=(1.0, 0.2),
+    measures={"accuracy": math_accuracy, "format": strict_format},
+    settings={
+        "max_new_tokens": 64,
+        "stop_strings": ("</answer>", "\nQuestion"),
+        "dynamic_sampling": True,
+        "max_extra_rounds": 1,
+        "warm_start": "solutions",
+        "warm_start_steps": 12,
+    },
+    steps=30,
+    naive=((math_accuracy, strict_format), (1.0, 0.2)),
+    samples=(["<think>2 + 7 = 9</think><answer>9</answer>", "<answer>8</answer>"], {"answer": ["9", "9"]}),
+)
+
+__all__ = [
+    "TASK",
+    "math_accuracy",
+    "one_step_rows",
+    "reasoning_split",
+    "strict_format",
+    "strict_format_if_right",
+]
