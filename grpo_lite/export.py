@@ -1,5 +1,5 @@
 """Export: the adapter in peft layout with a model card, a merged 16-bit model, a checked GGUF file
-with an Ollama Modelfile (``gguf_export.py``), and the Hub upload.
+with an Ollama Modelfile (``grpo_lite/gguf``), and the Hub upload.
 
 Every export is written to a temporary folder next to the destination and renamed at the end, so
 a failure never leaves a partial folder. The Hub token is read at push time (argument, ``HF_TOKEN``
@@ -266,7 +266,10 @@ def export(
     info["checkpoint"] = checkpoint_facts(source)
     with atomic_folder(output) as tmp:
         if gguf:
-            report = write_checked_gguf(info, source, tmp, file_type=gguf, prompts=check_prompts)
+            from grpo_lite.gguf import write_checked_gguf
+
+            merged, _ = merged_model(info["config"]["model"], source)
+            report = write_checked_gguf(merged, info, source, tmp, file_type=gguf, prompts=check_prompts)
             info["gguf"] = report
             (tmp / "README.md").write_text(model_card(info, merged=True))
         elif merge:
@@ -275,56 +278,6 @@ def export(
         else:
             write_adapter_folder(tmp, source, info)
     return output
-
-
-FIXED_PROMPTS = [[{"role": "user", "content": q}] for q in
-                 ("What is 12 + 30?", "Write a Python function that reverses a string.", "Name three colours.",
-                  "Reply with a JSON object with a key 'ok'.")]  # fmt: skip
-
-
-def held_out_prompts(source: Path, limit: int = 48) -> list[Any]:
-    """The prompts of the run's held-out problems (``held_out.jsonl``, written by the demos) beside the
-    checkpoint's run; else a few fixed ones."""
-    for folder in (source, source.parent, source.parent.parent):
-        path = folder / "held_out.jsonl"
-        if path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            return [r["prompt"] for r in rows][:limit]
-    return list(FIXED_PROMPTS)
-
-
-def write_checked_gguf(info: dict[str, Any], source: Path, dest: Path, *, file_type: str,
-                       prompts: list[Any] | None) -> dict[str, Any]:  # fmt: skip
-    """Merge, write ``dest/NAME-TYPE.gguf`` and ``dest/Modelfile``, read the file back and check it
-    (``gguf_export.check_gguf``); the report also goes to ``dest/gguf_check.json``. Raises when the
-    check fails."""
-    from grpo_lite.gguf_export import architecture, check_gguf, modelfile, write_gguf
-    from grpo_lite.model import load_tokenizer
-
-    config = info["config"]
-    merged, _ = merged_model(config["model"], source)
-    architecture(merged.config)  # an architecture without a mapping: refused before any writing
-    tokenizer_dir = source if (source / "tokenizer_config.json").exists() else dest / ".tokenizer"
-    tokenizer = load_tokenizer(str(source) if tokenizer_dir == source else config["model"])
-    if tokenizer_dir != source:
-        tokenizer.save_pretrained(tokenizer_dir)
-    run = info.get("checkpoint") or {}
-    name = (
-        f"{Path(config.get('output_dir') or 'model').name}-step-{run.get('step', 'final')}-{file_type}.gguf"
-    )
-    temperature = config.get("temperature")
-    written = write_gguf(merged, tokenizer, tokenizer_dir, dest / name, file_type=file_type,
-                         name=f"{Path(config['model']).name} + GRPO", temperature=temperature)  # fmt: skip
-    (dest / "Modelfile").write_text(modelfile(name, tokenizer, temperature))
-    report = written | check_gguf(dest / name, merged, tokenizer, prompts or held_out_prompts(source),
-                                  file_type=file_type, max_new_tokens=int(config.get("max_new_tokens", 64)),
-                                  stop_strings=config.get("stop_strings") or ())  # fmt: skip
-    (dest / "gguf_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    if tokenizer_dir != source:
-        delete(tokenizer_dir)
-    if not report["passed"]:
-        raise ValueError(f"GGUF read-back check failed, nothing exported: {json.dumps(report)}")
-    return report
 
 
 def merge_adapter(base: str, adapter: Path, dest: Path, *, dtype: torch.dtype) -> float:

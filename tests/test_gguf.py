@@ -1,4 +1,4 @@
-"""GGUF export (grpo_lite/gguf_export.py): the writer for tiny random Llama and Qwen2 models read back
+"""GGUF export (grpo_lite/gguf/): the writer for tiny random Llama and Qwen2 models read back
 by transformers' GGUF loader, the read-back check failing on a corrupted tensor, the Modelfile's
 template against the chat template, bad input, and `export RUN --gguf` end to end."""
 
@@ -18,7 +18,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from grpo_lite.gguf_export import check_gguf, modelfile, ollama_template, write_gguf
+from grpo_lite.gguf import check_gguf, modelfile, ollama_template, write_gguf
 from grpo_lite.tiny import CHAT_TEMPLATE
 
 TEXT = ["What is 12 + 30? The answer is 42.", "def f(x):\n    return x * 2", '{"ok": true, "n": [1, 2, 3]}',

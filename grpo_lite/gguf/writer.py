@@ -1,37 +1,24 @@
-"""GGUF export: the merged model as one GGUF file for llama.cpp, Ollama and LM Studio, read back and
-checked; an Ollama ``Modelfile`` beside it.
+"""The GGUF writer: the merged model as one GGUF file with the ``gguf`` package (no llama.cpp build).
 
-Written with the ``gguf`` package's writer (no llama.cpp build): the architecture's hyper-parameters,
-the tokenizer (byte-level BPE: tokens, token types, merges, special ids, the chat template) and the
-tensors under llama.cpp's names (``gguf.get_tensor_name_map``); Llama's q/k projections are permuted
-as llama.cpp's converter does (its rope layout), which transformers' GGUF loader undoes. Tensor
-types: ``f32``; ``f16`` (1-D tensors, norms and biases, stay f32, as llama.cpp writes them); ``q8_0``
-(blocks of 32 with one scale; a matrix whose rows are not a multiple of 32 is written f16).
-
-The check reads the file back with transformers' GGUF loader (an independent reader) and compares it
-with the weights the file is meant to hold (the merged model rounded to the file type, here, in
-memory): the logits must agree within float error and the greedy completions on the prompts must be
-the same; the read-back tokenizer must encode the prompts as the model's own does. What the file type
-costs beside that (its rounding) is reported: the logit difference from the unrounded merged model
-and the share of greedy completions that stay the same.
+The architecture's hyper-parameters, the tokenizer (byte-level BPE: tokens, token types, merges,
+special ids, the pre-tokenizer's name, the chat template) and the tensors under llama.cpp's names
+(``gguf.get_tensor_name_map``); Llama's q/k projections are permuted as llama.cpp's converter does
+(its rope layout), which transformers' GGUF loader undoes. Tensor types: ``f32``; ``f16`` (1-D
+tensors, norms and biases, stay f32, as llama.cpp writes them); ``q8_0`` (blocks of 32 with one
+scale; a matrix whose rows are not a multiple of 32 is written f16).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 FILE_TYPES = ("f32", "f16", "q8_0")
 ARCHITECTURES = {"llama": "LLAMA", "qwen2": "QWEN2"}  # transformers' model_type -> gguf.MODEL_ARCH
-READ_BACK_TOLERANCE = 1e-3  # max |logit difference| between the file read back and the weights meant
 
 
 def _types(file_type: str) -> tuple[Any, Any]:
@@ -218,134 +205,3 @@ def write_gguf(model: Any, tokenizer: Any, tokenizer_dir: Path, dest: Path, *, f
         tmp.unlink(missing_ok=True)
         raise
     return {"file": dest.name, "file_type": file_type, "bytes": dest.stat().st_size, "tensor_types": counts}
-
-
-def intended_model(model: Any, file_type: str) -> Any:
-    """A copy of ``model`` holding the weights the file is meant to hold (rounded to ``file_type``)."""
-    import copy
-
-    import gguf
-
-    arch = architecture(model.config)
-    ref = copy.deepcopy(model).float().eval()
-    state = ref.state_dict()
-    for name, _, values in _tensors(model, arch):
-        back = rounded(values, file_type)
-        if arch == gguf.MODEL_ARCH.LLAMA and name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
-            back = _unpermute(back, heads)
-        state[name].copy_(torch.from_numpy(np.ascontiguousarray(back)))
-    if getattr(model.config, "tie_word_embeddings", False):
-        ref.tie_weights()
-    return ref
-
-
-def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def check_gguf(path: Path, model: Any, tokenizer: Any, prompts: Sequence[Any], *, file_type: str,
-               max_new_tokens: int, stop_strings: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
-    """Read ``path`` back with transformers' GGUF loader and compare it with ``model`` (the merged model,
-    float32); ``passed`` says whether the file holds what it should (see the module docstring)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from grpo_lite.evaluate import greedy_completions
-    from grpo_lite.rollout import render_prompt
-
-    start = time.perf_counter()
-    path = Path(path)
-    read = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    read_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    texts = [render_prompt(p, tokenizer) for p in prompts]
-    same_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] == read_tok(t, add_special_tokens=False)["input_ids"]
-                for t in texts]  # fmt: skip
-    intended = intended_model(model, file_type)
-    probe = torch.tensor([tokenizer(texts[0], add_special_tokens=False)["input_ids"][-64:]])
-    with torch.no_grad():
-        read_logits, meant, merged = (
-            m(input_ids=probe).logits for m in (read, intended, model.float().eval())
-        )
-    greedy = {
-        key: greedy_completions(m, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop_strings=stop_strings)
-        for key, m in (("read", read), ("intended", intended), ("merged", model))
-    }  # fmt: skip
-    error = float((read_logits - meant).abs().max())
-    error = (
-        error if math.isfinite(error) else math.inf
-    )  # a NaN from a damaged tensor is a failure, said as one
-    same = sum(a == b for a, b in zip(greedy["read"], greedy["intended"], strict=True))
-    report = {
-        "file_type": file_type,
-        "max_logit_error_vs_file_type": error,
-        "tolerance": READ_BACK_TOLERANCE,
-        "greedy_same_as_file_type": f"{same}/{len(prompts)}",
-        "tokenizer_same": f"{sum(same_ids)}/{len(texts)}",
-        "rounding_max_logit_error_vs_merged": float((meant - merged).abs().max()),
-        "greedy_agreement_with_merged": sum(a == b for a, b in zip(greedy["read"], greedy["merged"], strict=True))
-        / max(len(prompts), 1),
-        "prompts": len(prompts),
-        "seconds": round(time.perf_counter() - start, 1),
-    }  # fmt: skip
-    report["passed"] = error <= READ_BACK_TOLERANCE and same == len(prompts) and all(same_ids)
-    return report
-
-
-def ollama_template(tokenizer: Any) -> tuple[str, str | None, list[str]]:
-    """The chat template as an Ollama Go template, the default system message it inserts (or None) and
-    the stop strings (the end of a turn). Derived by rendering probe conversations: any template whose
-    turns are ``prefix(role) + content + suffix`` (ChatML and its kin) works; others are refused."""
-    marks = {"system": "\x01S\x01", "user": "\x01U\x01", "assistant": "\x01A\x01"}
-    conv = [{"role": r, "content": m} for r, m in marks.items()]
-    full = tokenizer.apply_chat_template(conv, tokenize=False)
-    refused = ValueError(
-        "GGUF export: the chat template's turns are not prefix + content + suffix; no Modelfile"
-    )
-    pieces, rest = [], full
-    for mark in marks.values():
-        before, found, rest = rest.partition(mark)
-        if not found:
-            raise refused
-        pieces.append(before)
-    end = rest  # every turn ends with it
-    if not end or not (pieces[1].startswith(end) and pieces[2].startswith(end)):
-        raise refused
-    prefix = {"system": pieces[0], "user": pieces[1][len(end) :], "assistant": pieces[2][len(end) :]}
-    with_prompt = tokenizer.apply_chat_template(conv[:2], tokenize=False, add_generation_prompt=True)
-    generation = with_prompt.split(marks["user"], 1)[1]
-    if not generation.startswith(end):
-        raise refused
-    generation = generation[len(end) :]
-    head = tokenizer.apply_chat_template(conv[1:2], tokenize=False).split(marks["user"], 1)[0]
-    if not head.endswith(prefix["user"]):
-        raise refused
-    head = head[: len(head) - len(prefix["user"])]
-    default_system, start = None, head  # no default system: what comes before the first turn
-    if (
-        head.startswith(prefix["system"])
-        and head.endswith(end)
-        and len(head) > len(prefix["system"]) + len(end)
-    ):
-        default_system, start = head[len(prefix["system"]) : len(head) - len(end)], ""
-    body = "".join(
-        f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{_go(prefix[role])}{{{{ .Content }}}}{_go(end)}'
-        for i, role in enumerate(prefix)
-    )
-    template = f"{_go(start)}{{{{ range .Messages }}}}{body}{{{{ end }}}}{{{{ end }}}}{_go(generation)}"
-    return template, default_system, [end.strip()] if end.strip() else []
-
-
-def _go(text: str) -> str:
-    """Literal text inside a Go template (only ``{{`` needs escaping)."""
-    return text.replace("{{", '{{ "{{" }}')
-
-
-def modelfile(gguf_name: str, tokenizer: Any, temperature: float | None) -> str:
-    template, system, stops = ollama_template(tokenizer)
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
-    if system:
-        lines.append(f'SYSTEM """{system}"""')
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
-    if temperature is not None:
-        lines.append(f"PARAMETER temperature {temperature:g}")
-    return "\n".join(lines) + "\n"
