@@ -47,6 +47,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from rewards.sandbox_cleanup import remove_tree
 from rewards.sandbox_plan import (
     ENV,
     PROTECTIONS,
@@ -336,9 +337,11 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
             output = f.read(limits.output_bytes).decode(errors="replace")
         return RunResult(passed=len(passed), total=len(tests), timed_out=timed_out, output=output)
     finally:
-        _cleanup(proc, uid if plan.isolation == "none" else None, read_fd, write_fd, workdir)
-        if uid is not None:
-            _give_uid(uid)
+        try:  # never raises (sandbox_cleanup.py): one completion's mess cannot fail the batch
+            _cleanup(proc, uid if plan.isolation == "none" else None, read_fd, write_fd, workdir)
+        finally:
+            if uid is not None:
+                _give_uid(uid)
 
 
 def _switched(command: list[str], uid: int | None) -> tuple[list[str], int | None]:
@@ -380,6 +383,7 @@ def _read_results(read_fd: int, proc: subprocess.Popen[bytes], wall_seconds: flo
 def _cleanup(
     proc: subprocess.Popen[bytes] | None, uid: int | None, read_fd: int, write_fd: int, workdir: str
 ) -> None:
+    """Kill what the run started, close its pipe and remove its folder (any depth: sandbox_cleanup)."""
     if proc is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -388,5 +392,6 @@ def _cleanup(
         _kill_uid(uid)
     for fd in (read_fd, write_fd):
         if fd >= 0:
-            os.close(fd)
-    shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    remove_tree(workdir)

@@ -175,6 +175,57 @@ def test_working_directory_is_removed():
     assert {p for p in set(os.listdir("/tmp")) - before if p.startswith("grpo-lite-sandbox-")} == set()
 
 
+DEEP_TREE = """import os
+for _ in range(3000):  # past Python's recursion limit and PATH_MAX from the top
+    os.mkdir('dir_with_a_long_name_' * 4)
+    os.chdir('dir_with_a_long_name_' * 4)
+    open('f', 'w').write('x')
+os.mkdir('locked'); open('locked/f', 'w').write('x'); os.chmod('locked', 0)
+os.chdir('/')
+"""
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", "none"])
+def test_a_deep_tree_and_a_locked_folder_are_cleaned_up_and_the_answer_still_counts(isolation, monkeypatch):
+    """The code writes a tree 3,000 folders deep (shutil.rmtree raised RecursionError on 1,100: the
+    reward raised for the whole batch, the uid was not given back, the tree stayed) and a folder of
+    mode 000: its right answer still earns its tests, and nothing is left in the temp folder."""
+    import warnings as w
+
+    monkeypatch.setattr(sandbox_module, "_free_uids", [])  # which uids come back, seen from here
+    before = set(os.listdir(tempfile.gettempdir()))
+    with w.catch_warnings():
+        w.simplefilter("ignore", RuntimeWarning)  # isolation="none": the no-namespaces warning
+        result = run_tests(
+            DEEP_TREE + GOOD, TESTS, Limits(wall_seconds=20.0, cpu_seconds=15, isolation=isolation)
+        )
+    assert result.passed == 3 and not result.timed_out
+    left = {p for p in set(os.listdir(tempfile.gettempdir())) - before if p.startswith("grpo-lite-sandbox-")}
+    assert left == set()
+    if drops_privileges():
+        assert len(sandbox_module._free_uids) == 1  # the run's uid given back
+
+
+def test_remove_tree_takes_any_depth_and_never_raises(tmp_path):
+    from rewards.sandbox_cleanup import remove_tree
+
+    top = tmp_path / "t"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(5000):  # made with relative names: no path from the top could name the bottom
+        os.mkdir("d" * 200, dir_fd=fd)
+        child = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+        with open(os.open("f", os.O_CREAT | os.O_WRONLY, dir_fd=child), "w") as f:
+            f.write("x")
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    assert remove_tree(str(top)) and not top.exists()
+    assert remove_tree(str(tmp_path / "absent"))  # nothing there: nothing to do
+    (tmp_path / "file").write_text("x")
+    assert remove_tree(str(tmp_path / "file")) and not (tmp_path / "file").exists()
+
+
 def test_capabilities_here_and_bad_input():
     caps = capabilities()
     assert caps.isolation == "bubblewrap" and caps.missing == []  # bwrap installed, root, /usr/bin/python3
