@@ -59,6 +59,7 @@ from rewards.sandbox_plan import (
 )
 
 INNER_UID = 1000  # the code's uid inside its user namespace
+RUN_FILES = ("solution.py", "tests.json", "harness.py")  # what the judge finds in /work
 OUTPUT_LIMIT = 64 * 1024
 HARNESS = Path(__file__).with_name("sandbox_harness.py")
 ISOLATIONS = ("auto", "bubblewrap", "unshare", "none")
@@ -84,6 +85,7 @@ class Limits:
     memory_bytes: int = 1 << 30
     max_processes: int = 32
     output_bytes: int = OUTPUT_LIMIT
+    disk_bytes: int = 64 << 20  # each writable place (/work, /tmp, /dev/shm) is a tmpfs of this size
     isolation: str = "auto"
     require_isolation: bool = False
 
@@ -206,7 +208,12 @@ def _read_only_paths(plan: Plan) -> list[str]:
     return paths
 
 
-def _command(plan: Plan, workdir: str, results_fd: int, confine: dict) -> list[str]:
+def _command(
+    plan: Plan, workdir: str, results_fd: int, confine: dict, files: dict[str, int], disk: int
+) -> list[str]:
+    """The command that starts the judge. With namespaces every writable place is a tmpfs of ``disk``
+    bytes (``/work`` gets the run's files copied in: ``files``, name -> descriptor, for bubblewrap's
+    ``--file``), and no user namespace can be made inside (a nested one could mount a tmpfs of any size)."""
     argv = [str(results_fd), json.dumps(confine)]
     if plan.isolation == "bubblewrap":
         binds: list[str] = []
@@ -216,16 +223,20 @@ def _command(plan: Plan, workdir: str, results_fd: int, confine: dict) -> list[s
             else:
                 binds += ["--ro-bind", path, path]
         return [
-            shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
-            "--new-session", "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--hostname", "sandbox",
-            *binds, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--bind", os.path.join(workdir, "work"), "/work", "--chdir", "/work", "--remount-ro", "/",
+            shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+            "--die-with-parent", "--new-session", "--uid", str(INNER_UID), "--gid", str(INNER_UID),
+            "--hostname", "sandbox", *binds, "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(disk), "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", str(disk), "--tmpfs", "/tmp",
+            "--perms", "0777", "--size", str(disk), "--tmpfs", "/work",
+            *(a for name, fd in files.items() for a in ("--perms", "0644", "--file", str(fd), f"/work/{name}")),
+            "--chdir", "/work", "--remount-ro", "/",
             plan.interpreter, "-I", "-S", "-u", "/work/harness.py", *argv,
         ]  # fmt: skip
     harness = os.path.join(workdir, "work", "harness.py")
     if plan.isolation == "unshare":
         spec = {"inner": INNER_UID, "root": os.path.join(workdir, "root"), "work": os.path.join(workdir, "work"),
-                "read_only": _read_only_paths(plan), "argv": argv}  # fmt: skip
+                "read_only": _read_only_paths(plan), "argv": argv, "disk": disk}  # fmt: skip
         return [plan.interpreter, "-I", "-S", "-u", harness, "--confine", json.dumps(spec)]
     return [plan.interpreter, "-I", "-S", "-u", harness, *argv]
 
@@ -289,15 +300,12 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
     read_fd, write_fd = os.pipe()
     timed_out = False
     proc = None
+    opened: list[int] = []  # the run's files, open for bubblewrap to copy in
     try:
         work = os.path.join(workdir, "work")
         os.mkdir(work, 0o700)
         os.mkdir(os.path.join(workdir, "root"), 0o700)
-        for name, text in (
-            ("solution.py", code),
-            ("tests.json", json.dumps(tests)),
-            ("harness.py", _harness_source()),
-        ):
+        for name, text in zip(RUN_FILES, (code, json.dumps(tests), _harness_source()), strict=True):
             with open(os.path.join(work, name), "w") as f:
                 f.write(text)
         if uid is not None:
@@ -313,7 +321,15 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
         if plan.isolation == "none":
             confine |= {"plain": True, "uid": uid}  # the harness itself unshares the network and drops to uid
         switch = uid if uid is not None and plan.isolation != "none" else None
-        command, switch = _switched(_command(plan, workdir, write_fd, confine), switch)
+        files = (
+            {n: os.open(os.path.join(work, n), os.O_RDONLY) for n in RUN_FILES}
+            if plan.isolation == "bubblewrap"
+            else {}
+        )
+        opened += list(files.values())
+        command, switch = _switched(
+            _command(plan, workdir, write_fd, confine, files, limits.disk_bytes), switch
+        )
         out_path = os.path.join(workdir, "output.txt")
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(
@@ -323,7 +339,7 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, *files.values()),
                 start_new_session=True,
                 user=switch,
                 group=switch,
@@ -338,7 +354,7 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
         return RunResult(passed=len(passed), total=len(tests), timed_out=timed_out, output=output)
     finally:
         try:  # never raises (sandbox_cleanup.py): one completion's mess cannot fail the batch
-            _cleanup(proc, uid if plan.isolation == "none" else None, read_fd, write_fd, workdir)
+            _cleanup(proc, uid if plan.isolation == "none" else None, read_fd, write_fd, workdir, opened)
         finally:
             if uid is not None:
                 _give_uid(uid)
@@ -381,8 +397,9 @@ def _read_results(read_fd: int, proc: subprocess.Popen[bytes], wall_seconds: flo
 
 
 def _cleanup(
-    proc: subprocess.Popen[bytes] | None, uid: int | None, read_fd: int, write_fd: int, workdir: str
-) -> None:
+    proc: subprocess.Popen[bytes] | None, uid: int | None, read_fd: int, write_fd: int, workdir: str,
+    opened: list[int],
+) -> None:  # fmt: skip
     """Kill what the run started, close its pipe and remove its folder (any depth: sandbox_cleanup)."""
     if proc is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -390,7 +407,7 @@ def _cleanup(
         proc.wait()
     if uid is not None:  # without a PID namespace, children may have left the process group
         _kill_uid(uid)
-    for fd in (read_fd, write_fd):
+    for fd in (read_fd, write_fd, *opened):
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)

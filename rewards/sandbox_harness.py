@@ -185,6 +185,9 @@ def _set_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["output"], limits["output"]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES)
+    )  # x RLIMIT_FSIZE bounds memfds
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-long output fails the write, not the run
 
 
@@ -358,6 +361,7 @@ def run_without_namespaces(results: int, limits: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # namespaces without bubblewrap
+MAX_OPEN_FILES = 64  # the code's open files; each memory file is bounded by the output limit (RLIMIT_FSIZE)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -425,11 +429,19 @@ def confine(spec: dict) -> list[str]:
         mount(f"/dev/{device}", f"{root}/dev/{device}", None, MS_BIND)
     for path in ("/tmp", "/work", "/proc"):
         os.makedirs(root + path)
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m")
-    mount(spec["work"], root + "/work", None, MS_BIND)
+    size = f"size={int(spec['disk'])}"  # every writable place a tmpfs of the run's disk budget
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
+    mount("tmpfs", root + "/work", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=0777")
+    for name in os.listdir(spec["work"]):  # the run's files, copied in: the host folder stays out of reach
+        with open(os.path.join(spec["work"], name), "rb") as src, open(f"{root}/work/{name}", "wb") as dst:
+            dst.write(src.read())
     mount(
         "proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC
     )  # while the host's is still visible
+    # no user namespace inside this one: a nested one would give the code a mount namespace of its own,
+    # where a tmpfs of any size is one call away (the limit is this namespace's, set while we may)
+    with open(root + "/proc/sys/user/max_user_namespaces", "w") as f:
+        f.write("0")
     os.chdir(root)
     check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
     check(libc.umount2(b".", MNT_DETACH), "umount old root")

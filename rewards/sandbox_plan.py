@@ -27,6 +27,8 @@ PROTECTIONS = (
     "private filesystem (read-only system; home, tokens, run directory invisible)",
     "own IPC namespace",
     "not root on the host",
+    "no user namespace inside (so no mount of its own)",
+    "every writable place a tmpfs of Limits.disk_bytes (/work, /tmp, /dev/shm)",
 )
 
 
@@ -140,5 +142,7 @@ def capabilities_of(plan: Plan, why: str) -> Capabilities:
         PROTECTIONS[7]: namespaces,
         PROTECTIONS[8]: namespaces,
         PROTECTIONS[9]: not plan.host_root,
+        PROTECTIONS[10]: namespaces,
+        PROTECTIONS[11]: namespaces,
     }
     return Capabilities(platform.system(), plan.isolation, user, plan.interpreter, on, why)

@@ -130,6 +130,16 @@ def cases(ctx: dict) -> list[dict]:
         # capabilities left in the sandbox (they would allow remounting its read-only view)
         ("capabilities", leak("leaked = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1] "
                               "!= '0000000000000000'"), TESTS, 3, False),
+        # a user namespace of its own inside the sandbox (there it could mount a tmpfs of any size)
+        ("nested user namespace", leak("import ctypes\nleaked = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0"),
+         TESTS, 3, True),
+        # 100 MB into each writable place, in files under the per-file limit (RLIMIT_FSIZE, 64 KB): bounded
+        # only by Limits.disk_bytes (64 MB); the files removed either way
+        *((f"fill {where}", leak(f"d = {where!r} + f'/grpo-lite-fill-{{os.getpid()}}'\nos.mkdir(d)\ntry:\n"
+                                 "    for i in range(1700):\n        with open(f'{d}/{i}', 'wb') as f:\n"
+                                 "            f.write(b'x' * 60_000)\n    leaked = True\nfinally:\n"
+                                 "    for n in os.listdir(d):\n        os.remove(f'{d}/{n}')\n    os.rmdir(d)"), TESTS, 3, True)
+          for where in ("/tmp", "/dev/shm", ".")),
         # ten children that sleep: none is left afterwards
         ("ten sleepers", f"import subprocess\nfor _ in range(10):\n    subprocess.Popen(['sleep', '{ctx['nap']}'])\n" + GOOD,
          TESTS, 3, False),
@@ -192,7 +202,8 @@ def main(isolation: str) -> dict:
         }
         if case["control"]:  # the probe alone, with no sandbox: it must leak
             probe = case["code"].split("def add")[0] + "print(leaked)\n"
-            control = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+            with tempfile.TemporaryDirectory() as bare:  # a folder of its own to write in (fill .)
+                control = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=bare)
             report["cases"][case["id"]]["control"] = control.stdout.strip()
             for path in Path(run_dir).iterdir():
                 path.unlink()

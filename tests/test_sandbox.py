@@ -45,6 +45,10 @@ GUARDED_BY = {
     "token file": "private filesystem (read-only system; home, tokens, run directory invisible)",
     "write run dir": "private filesystem (read-only system; home, tokens, run directory invisible)",
     "tcp loopback": "no network (own network namespace)",
+    "nested user namespace": "no user namespace inside (so no mount of its own)",
+    "fill /tmp": "every writable place a tmpfs of Limits.disk_bytes (/work, /tmp, /dev/shm)",
+    "fill /dev/shm": "every writable place a tmpfs of Limits.disk_bytes (/work, /tmp, /dev/shm)",
+    "fill .": "every writable place a tmpfs of Limits.disk_bytes (/work, /tmp, /dev/shm)",
 }
 
 
