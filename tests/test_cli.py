@@ -185,3 +185,21 @@ def test_builtin_rewards_are_read_from_the_package_not_kept_by_hand():
     assert funcs == [rewards.last_number_accuracy] and weights == [0.5]
     with pytest.raises(ValueError, match="unknown reward 'extract_code'; built-ins: .*last_number_accuracy"):
         parse_rewards(["extract_code"])
+
+
+def test_train_with_held_out_evaluation_from_the_command_line(tiny_model_path, gsm8k_file, tmp_path, capsys):
+    """--eval-dataset / --eval-every / --eval-measure: eval/NAME at steps 1 and 2 in metrics.jsonl, the
+    best checkpoint named, `export RUN` takes it; a bad measure name is a clear error."""
+    out = tmp_path / "r"
+    args = ["train", "--dataset", str(gsm8k_file), *tiny_args(tiny_model_path, out), "--eval-dataset", str(gsm8k_file),
+            "--eval-every", "1", "--eval-max-rows", "4", "--eval-measure", "math_accuracy"]  # fmt: skip
+    assert main(args) == 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m.get("eval/math_accuracy") is not None for m in logged] == [True, True]
+    best = json.loads((out / "best.json").read_text())
+    assert best["measure"] == "math_accuracy" and best["step"] in (1, 2)
+    assert main(["export", str(out)]) == 0
+    assert (out / "exports" / f"adapter-step-{best['step']}" / "adapter_model.safetensors").exists()
+    capsys.readouterr()
+    assert main([*args[:-1], "no_such_reward", "--overwrite"]) == 2
+    assert "--eval-measure 'no_such_reward': unknown reward" in capsys.readouterr().err
