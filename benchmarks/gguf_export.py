@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--types", default="f16,q8_0")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/gguf"))
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--reuse", action="store_true", help="keep a finished run in the folder (its summary.json)"
+    )
     a = p.parse_args(argv)
     from grpo_lite.demo import demo_run, run_demo
     from grpo_lite.export import export, export_source
@@ -55,7 +58,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     run = a.runs_dir / f"{a.task}-seed{a.seed}"
     start = time.perf_counter()
-    summary = run_demo(run, task=a.task, seed=a.seed, overwrite=True, eval_every=a.eval_every)
+    if a.reuse and (run / "summary.json").exists():
+        summary = json.loads((run / "summary.json").read_text())
+    else:
+        summary = run_demo(run, task=a.task, seed=a.seed, overwrite=True, eval_every=a.eval_every)
     result: dict[str, Any] = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d"),
                               "task": a.task, "seed": a.seed, "demo_seconds": round(time.perf_counter() - start, 1),
                               "demo": {k: summary[k] for k in ("accuracy_before", "accuracy_after", "best",
@@ -70,6 +76,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("base GGUF:", result["base_gguf"], flush=True)
     for kind in a.types.split(","):
         out = run / "exports" / f"bench-{kind}"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
         t0 = time.perf_counter()
         export(source, out, gguf=kind)
         seconds = round(time.perf_counter() - t0, 1)

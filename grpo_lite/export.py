@@ -23,7 +23,10 @@ from grpo_lite.run.atomic import delete, new_temp_folder
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-MERGE_TOLERANCE = 1e-4  # max |logit difference| between the merged model and base + adapter, in fp32
+# max |logit difference| between the merged model and base + adapter, in float32, relative to the largest
+# |logit|: float32's rounding through the layers (measured: 2.4e-3 on SmolLM2's 30 layers, logits up to 33,
+# where the adapter itself moves logits by 41; 0 in float64), far below any wrong merge
+MERGE_TOLERANCE = 2e-4
 CARD_METRICS = ("step", "reward", "reward_std", "kl", "entropy", "completion_len_mean", "truncated_frac")
 
 
@@ -311,9 +314,11 @@ def merged_model(base: str, adapter: Path) -> tuple[Any, float]:
         expected = model(input_ids=probe).logits
         merged = model.merge_and_unload()
         diff = (merged(input_ids=probe).logits - expected).abs().max().item()
-    if diff > MERGE_TOLERANCE:
+    bound = MERGE_TOLERANCE * max(1.0, expected.abs().max().item())
+    if not diff <= bound:
         raise ValueError(
-            f"merged model differs from base + adapter by {diff:.2e} (> {MERGE_TOLERANCE}); not saved"
+            f"merged model differs from base + adapter by {diff:.2e} (> {bound:.2e}: {MERGE_TOLERANCE} of the largest "
+            "logit); not saved"
         )
     return merged, diff
 

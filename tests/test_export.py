@@ -225,3 +225,29 @@ def test_real_hub_client_offline_is_a_clear_error(trained_run):
     with pytest.raises(ConnectionError, match="someone/x failed") as err:
         push_to_hub(run / "adapter", "someone/x", token=FAKE_TOKEN)
     assert FAKE_TOKEN not in str(err.value)
+
+
+def test_a_wrong_merge_is_refused_and_nothing_is_written(trained_run, tmp_path, monkeypatch):
+    """The merge check compares logits: a merge that lost part of the adapter (here: half of every
+    merged weight's change undone) is refused with the difference named, and no folder is left."""
+    from peft.tuners.lora import LoraModel
+
+    _, run = trained_run
+    real = LoraModel.merge_and_unload
+
+    def half_merged(self, *a, **k):
+        base = self.model.named_parameters()
+        before = {n.replace(".base_layer", ""): p.detach().clone() for n, p in base if "lora_" not in n}
+        merged = real(self, *a, **k)
+        with torch.no_grad():
+            for n, p in merged.named_parameters():
+                if n in before:
+                    p.copy_((p + before[n]) / 2)
+        return merged
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", half_merged)
+    with pytest.raises(
+        ValueError, match=r"merged model differs from base \+ adapter by .* of the largest logit"
+    ):
+        export(run / "adapter", tmp_path / "m", merge=True)
+    assert list(tmp_path.iterdir()) == []
