@@ -7,7 +7,8 @@ from typing import Any
 
 
 def plot_rewards(history: list[dict[str, Any]], path: str | Path) -> Path:
-    """Total reward and one curve per reward function against the step; marks steered steps."""
+    """Total reward and one curve per reward function against the step, the held-out measures where the
+    run evaluated them (``eval/NAME``); marks steered steps."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -19,6 +20,10 @@ def plot_rewards(history: list[dict[str, Any]], path: str | Path) -> Path:
     names = sorted({k for m in history for k in m if k.startswith("rewards/") and k.endswith("/mean")})
     for key in names:
         ax.plot(steps, [_num(m.get(key)) for m in history], label=key.split("/")[1], alpha=0.7)
+    held_out = sorted({k for m in history for k in m if k.startswith("eval/") and k != "eval/seconds"})
+    for key in held_out:  # held-out evaluation while training (held_out.py): its points beside the reward
+        points = [(m["step"], float(m[key])) for m in history if isinstance(m.get(key), (int, float))]
+        ax.plot(*zip(*points, strict=True), "^--", label=f"held-out {key.split('/', 1)[1]}")
     for m in history:
         if m.get("changes"):
             ax.axvline(m["step"], color="grey", linestyle=":", linewidth=1)

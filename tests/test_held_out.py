@@ -134,3 +134,23 @@ def test_bad_settings_are_named_before_any_model_loads(tmp_path):
         GRPOConfig(**base, eval_every=-1)
     with pytest.raises(FileNotFoundError, match=r"has none \(no held-out evaluation"):
         RunDir(tmp_path / "r").find_checkpoint("best", purpose="export")
+
+
+def test_the_reward_curve_draws_the_held_out_points(tmp_path, monkeypatch):
+    """reward_curve.png: the held-out measure's points (steps 2 and 4) beside the reward curves."""
+    import matplotlib.figure
+
+    from grpo_lite.plotting import plot_rewards
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    history = [{"step": s, "reward": 0.1 * s, "rewards/acc/mean": 0.1 * s} | ({"eval/acc": s / 8, "eval/seconds": 1.0}
+               if s % 2 == 0 else {}) for s in range(1, 5)]  # fmt: skip
+    plot_rewards(history, tmp_path / "c.png")
+    [ax] = drawn[0].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert "held-out acc" in lines and "held-out seconds" not in lines
+    assert list(lines["held-out acc"].get_xdata()) == [2, 4] and list(lines["held-out acc"].get_ydata()) == [
+        0.25,
+        0.5,
+    ]
