@@ -203,7 +203,9 @@ def main(isolation: str) -> dict:
         if case["control"]:  # the probe alone, with no sandbox: it must leak
             probe = case["code"].split("def add")[0] + "print(leaked)\n"
             with tempfile.TemporaryDirectory() as bare:  # a folder of its own to write in (fill .)
-                control = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=bare)
+                control = subprocess.run(
+                    [sys.executable, "-c", probe], capture_output=True, text=True, cwd=bare
+                )
             report["cases"][case["id"]]["control"] = control.stdout.strip()
             for path in Path(run_dir).iterdir():
                 path.unlink()

@@ -83,6 +83,9 @@ def test_export(offline_env, tmp_path):
     text = text_of(run_notebook("03_export.ipynb", tmp_path))
     assert "adapter_model.safetensors" in text and "library_name: peft" in text
     assert "skipped the push" in text or "offline mode: skipped the push" in text
+    # offline the tiny model's character tokenizer cannot become a GGUF: the cell says why, nothing is written
+    assert "no GGUF: GGUF export: only byte-level BPE tokenizers" in text
+    assert not (tmp_path / "runs" / "export-demo-gguf").exists()
 
 
 def test_tools(offline_env, tmp_path, monkeypatch):
