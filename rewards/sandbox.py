@@ -321,12 +321,10 @@ def _run(code: str, tests: list[str], limits: Limits, plan: Plan) -> RunResult:
         if plan.isolation == "none":
             confine |= {"plain": True, "uid": uid}  # the harness itself unshares the network and drops to uid
         switch = uid if uid is not None and plan.isolation != "none" else None
-        files = (
-            {n: os.open(os.path.join(work, n), os.O_RDONLY) for n in RUN_FILES}
-            if plan.isolation == "bubblewrap"
-            else {}
-        )
-        opened += list(files.values())
+        files: dict[str, int] = {}  # bubblewrap copies them into its /work tmpfs (--file)
+        for name in RUN_FILES if plan.isolation == "bubblewrap" else ():
+            files[name] = os.open(os.path.join(work, name), os.O_RDONLY)
+            opened.append(files[name])  # closed by _cleanup whatever happens next
         command, switch = _switched(
             _command(plan, workdir, write_fd, confine, files, limits.disk_bytes), switch
         )
