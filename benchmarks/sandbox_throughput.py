@@ -4,14 +4,13 @@
 
 Each isolation this machine offers (bubblewrap, grpo-lite's own namespaces, none) runs N solutions,
 W at a time (threads, as ``code_unit_tests`` does); ``--before COMMIT`` also times the sandbox of that
-commit (``git show COMMIT:rewards/sandbox.py``, loaded as a module) in the same run, and the ratios
-are against it.
+commit (its ``rewards/`` taken out with ``git archive`` and timed by this program in a process of its
+own, ``--root``) in the same run, and the ratios are against it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -43,17 +42,18 @@ def runs_per_second(run_one: Any, runs: int, workers: int) -> float:
     return runs / seconds
 
 
-def load_sandbox_at(commit: str) -> Any:
-    """``rewards/sandbox.py`` as it was at ``commit``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{commit}:rewards/sandbox.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp()) / "sandbox_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("sandbox_before", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["sandbox_before"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+def rate_at(commit: str, runs: int, workers: int) -> float:
+    """Runs per second of the sandbox as it was at ``commit`` (default limits and isolation), timed by
+    this program run on that commit's ``rewards/`` in a process of its own."""
+    with tempfile.TemporaryDirectory() as root:
+        archive = subprocess.run(
+            ["git", "archive", commit, "rewards"], cwd=ROOT, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", root], input=archive.stdout, check=True)
+        out = Path(root) / "rate.json"
+        subprocess.run([sys.executable, __file__, "--root", root, "--runs", str(runs), "--workers", str(workers),
+                        "--isolation", "auto", "--json", str(out)], check=True)  # fmt: skip
+        return json.loads(out.read_text())["runs_per_second"]["auto"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -62,18 +62,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--before", default=None, help="a commit whose sandbox is timed too")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--root", default=str(ROOT), help="the folder whose rewards/ is timed")
+    parser.add_argument("--isolation", action="append", choices=["auto", "bubblewrap", "unshare", "none"])
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, args.root)
     from rewards import sandbox
 
     rates: dict[str, float] = {}
     if args.before:
-        before = load_sandbox_at(args.before)
-        limits = before.Limits()
-        rates["before"] = runs_per_second(
-            lambda: before.run_tests(CODE, TESTS, limits), args.runs, args.workers
-        )
-    for isolation in ("bubblewrap", "unshare", "none"):
+        rates["before"] = rate_at(args.before, args.runs, args.workers)
+    for isolation in args.isolation or ("bubblewrap", "unshare", "none"):
         try:
             sandbox.capabilities(isolation)
             limits = sandbox.Limits(isolation=isolation)

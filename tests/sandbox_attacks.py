@@ -1,17 +1,21 @@
 """Attacks on the code sandbox, run as a program so that it can run as root or as another user.
 
 ``python tests/sandbox_attacks.py ISOLATION`` runs every case of :func:`cases` through
-``rewards/sandbox.py`` (loaded by path: standard library only, so Debian's ``/usr/bin/python3`` can run
+``rewards.sandbox`` (loaded alone: standard library only, so Debian's ``/usr/bin/python3`` can run
 it as an unprivileged user) and prints one JSON object: per case, the passed count, whether the same
 attack works with no sandbox at all (the control: an attack that cannot succeed anywhere proves
 nothing), and what the host saw (signals received, connections accepted, files written, processes
 left). The secret it guards is in this process's own environment (``HF_TOKEN``, as a user exports it)
 and in a token file under ``$HOME``.
+
+``python tests/sandbox_attacks.py ISOLATION --resources`` runs the attacks on the run's budgets
+(:func:`resource_cases`) one at a time, each watched from outside: the host's available memory and
+free disk sampled every few milliseconds during the call, and what is left after it.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -30,17 +34,13 @@ WRONG = "def add(a, b):\n    return 0\n"
 
 
 def load_sandbox():  # type: ignore[no-untyped-def]
-    """``rewards/sandbox.py`` without importing the ``rewards`` package (whose other modules need
-    packages Debian's Python lacks): an empty package stands in, so its sandbox modules load alone."""
+    """``rewards.sandbox`` without importing the ``rewards`` package (whose other modules need
+    packages Debian's Python lacks): an empty package stands in, so its sandbox package loads alone."""
     if "rewards" not in sys.modules:
         package = types.ModuleType("rewards")
         package.__path__ = [str(ROOT / "rewards")]
         sys.modules["rewards"] = package
-    spec = importlib.util.spec_from_file_location("grpo_lite_sandbox", ROOT / "rewards" / "sandbox.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["grpo_lite_sandbox"] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return importlib.import_module("rewards.sandbox")
 
 
 def leak(probe: str) -> str:
@@ -222,5 +222,100 @@ def main(isolation: str) -> dict:
     return report
 
 
+RESOURCE_LIMITS = {"memory_bytes": 256 << 20, "disk_bytes": 32 << 20, "cpu_seconds": 4}
+_HOLD = (
+    "    time.sleep(4)\n    os._exit(0)\ntime.sleep(2)\n"  # children hold what they took; the parent waits
+)
+
+
+def resource_cases() -> list[tuple[str, str]]:
+    """(id, code): attacks on a run's memory, disk and cleanup. Each would hold far more than
+    RESOURCE_LIMITS give (256 MiB for the run, 32 MiB each writable place) if only per-process limits
+    held; the watcher outside says what the host saw."""
+    return [
+        # eight children under the per-process limit, 1.2 GB together
+        ("fork and allocate", "import os, time\nfor i in range(8):\n  if os.fork() == 0:\n    b = b'x' * (150 << 20)\n"
+         + _HOLD + GOOD),
+        # memory files in sixteen processes, as many and as large as each may make
+        ("memory files", "import os, time\nfor i in range(16):\n  if os.fork() == 0:\n    for j in range(64):\n"
+         "      try:\n        fd = os.memfd_create('m')\n        os.write(fd, b'x' * 65536)\n"
+         "      except OSError:\n        break\n" + _HOLD + GOOD),
+        # every writable place filled, then 200 MB of memory: tmpfs pages are memory too
+        ("tmpfs and memory", "import os, time\nfor d in ('/tmp', '/dev/shm', '.'):\n  for i in range(600):\n"
+         "    try:\n      open(f'{d}/f{i}', 'wb').write(b'x' * 60000)\n    except OSError:\n      break\n"
+         "b = b'x' * (200 << 20)\ntime.sleep(2)\n" + GOOD),
+        # a nested user namespace, to mount a tmpfs of any size and fill it
+        ("nested namespace tmpfs", "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+         "if libc.unshare(0x10000000 | 0x00020000) == 0:\n  os.makedirs('/tmp/big', exist_ok=True)\n"
+         "  libc.mount(b'tmpfs', b'/tmp/big', b'tmpfs', 0, b'size=2g')\n  for i in range(5000):\n"
+         "    open(f'/tmp/big/{i}', 'wb').write(b'x' * 60000)\n" + GOOD),
+        # a tree 1,500 folders deep, and many small files
+        ("deep tree", "import os\nfor _ in range(1500):\n  os.mkdir('d' * 100)\n  os.chdir('d' * 100)\n"
+         "os.chdir('/work')\n" + GOOD),
+        ("many files", "import os\nfor i in range(100000):\n  try:\n    open(f'/tmp/m{i}', 'w').close()\n"
+         "  except OSError:\n    break\n" + GOOD),
+        # a writer that leaves the session and goes on writing while the run is cleaned up
+        ("writer racing the cleanup", "import os, time\nif os.fork() == 0:\n  os.setsid()\n  i = 0\n  while True:\n"
+         "    i += 1\n    try:\n      open(f'w{i % 400}', 'wb').write(b'x' * 60000)\n    except OSError:\n"
+         "      time.sleep(0.001)\n" + GOOD),
+    ]  # fmt: skip
+
+
+def _available() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+
+def watched(call, seconds: float = 0.004):  # type: ignore[no-untyped-def]
+    """``call()``'s result, and the most memory and disk the host lost while it ran (bytes, from
+    MemAvailable and the temp folder's free space, sampled every ``seconds`` by another thread)."""
+    import threading
+
+    folder = tempfile.gettempdir()
+    base_memory, base_disk = _available(), shutil_free(folder)
+    low = {"memory": base_memory, "disk": base_disk}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(seconds):
+            low["memory"] = min(low["memory"], _available())
+            low["disk"] = min(low["disk"], shutil_free(folder))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = call()
+    finally:
+        done.set()
+        sampler.join()
+    return result, base_memory - low["memory"], base_disk - low["disk"], base_disk
+
+
+def shutil_free(folder: str) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+def main_resources(isolation: str) -> dict:
+    sandbox = load_sandbox()
+    limits = sandbox.Limits(isolation=isolation, **RESOURCE_LIMITS)
+    report: dict = {"budget": sandbox.capabilities(isolation).budget, "limits": RESOURCE_LIMITS, "cases": {}}
+    folder = tempfile.gettempdir()
+    for name, code in [*resource_cases(), ("honest", GOOD)]:
+        before = {p for p in os.listdir(folder) if p.startswith("grpo-lite-sandbox-")}
+        result, memory, disk, base_disk = watched(lambda code=code: sandbox.run_tests(code, TESTS, limits))
+        time.sleep(0.3)
+        report["cases"][name] = {
+            "passed": result.passed, "stopped_by": result.stopped_by, "peak_memory": result.peak_memory,
+            "host_memory": memory, "host_disk": disk, "disk_left": base_disk - shutil_free(folder),
+            "folders_left": sorted({p for p in os.listdir(folder) if p.startswith("grpo-lite-sandbox-")} - before),
+            "processes_left": processes_with("/work/main.py"),
+        }  # fmt: skip
+    return report
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1])))
+    if sys.argv[2:] == ["--resources"]:
+        print(json.dumps(main_resources(sys.argv[1])))
+    else:
+        print(json.dumps(main(sys.argv[1])))

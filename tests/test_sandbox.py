@@ -5,6 +5,7 @@ as a separate program so that the secret it guards sits in a real parent's envir
 can run as another user with Debian's world-readable ``/usr/bin/python3``.
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -24,6 +25,10 @@ from sandbox_attacks import processes_with
 from rewards import code_unit_tests, extract_code
 from rewards import sandbox as sandbox_module
 from rewards.sandbox import Limits, SandboxUnavailable, capabilities, drops_privileges, run_tests
+from rewards.sandbox import run as sandbox_run
+from rewards.sandbox.budget import Budget
+from rewards.sandbox.cgroups import Hierarchy, hierarchy
+from rewards.sandbox.plan import PROTECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ROOT / "tests" / "sandbox_attacks.py"
@@ -39,6 +44,7 @@ LIMITS = Limits(cpu_seconds=2)
 # attack took 3.1 s, then 5.06 s, in two of three runs (0.45 s alone), past its wall limit.
 pytestmark = pytest.mark.alone
 # a leaking attack and the protection that stops it
+BUDGET = PROTECTIONS[12]  # one memory and process budget for the whole run, kept by the kernel
 GUARDED_BY = {
     "parent environ": "own PID namespace (host processes invisible, unsignalable)",
     "signal parent": "own PID namespace (host processes invisible, unsignalable)",
@@ -76,7 +82,7 @@ def readable_copy() -> Path:
     return copy
 
 
-def run_attacks(as_user: bool, isolation: str, program_root: Path = ROOT) -> dict:
+def run_attacks(as_user: bool, isolation: str, program_root: Path = ROOT, resources: bool = False) -> dict:
     secret = f"hf_secret_{os.urandom(6).hex()}"
     if as_user:
         # Without namespaces the process limit counts every process of the user, so the "none" run
@@ -88,7 +94,8 @@ def run_attacks(as_user: bool, isolation: str, program_root: Path = ROOT) -> dic
         kwargs, python, home = {}, sys.executable, os.environ["HOME"]
     env = {"PATH": "/usr/bin:/bin", "HOME": home, "HF_TOKEN": secret}
     attacks = program_root / "tests" / ATTACKS.name
-    done = subprocess.run([python, str(attacks), isolation], capture_output=True, text=True, env=env,
+    done = subprocess.run([python, str(attacks), isolation, *(["--resources"] if resources else [])],
+                          capture_output=True, text=True, env=env,
                           cwd=program_root, timeout=300, **kwargs)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
@@ -102,20 +109,24 @@ SETUPS = [(False, "bubblewrap"), (False, "unshare"), (True, "bubblewrap"), (True
 
 
 @pytest.fixture(scope="module")
-def reports():
-    """Every setup's report, run side by side (each is a separate program)."""
+def program_copy():
+    """The attack program where the unprivileged users can run it (they are made here once)."""
     if not shutil.which("bwrap"):
         pytest.fail("bubblewrap is not installed (apt-get install bubblewrap): .ci/run installs it")
     if not can_run_as_user():
         pytest.skip("the unprivileged half needs root, useradd and /usr/bin/python3")  # not in CI
     unprivileged_user(), unprivileged_user(USER + "-plain")  # made once, before the runs start side by side
     copy = readable_copy()
-    try:
-        with ThreadPoolExecutor(len(SETUPS)) as pool:
-            runs = pool.map(lambda s: run_attacks(*s, program_root=copy if s[0] else ROOT), SETUPS)
-            return dict(zip(SETUPS, runs, strict=True))
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
+    yield copy
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reports(program_copy):
+    """Every setup's report, run side by side (each is a separate program)."""
+    with ThreadPoolExecutor(len(SETUPS)) as pool:
+        runs = pool.map(lambda s: run_attacks(*s, program_root=program_copy if s[0] else ROOT), SETUPS)
+        return dict(zip(SETUPS, runs, strict=True))
 
 
 def failures(report: dict, cases=None) -> list[str]:
@@ -137,7 +148,8 @@ def failures(report: dict, cases=None) -> list[str]:
 )
 def test_every_attack_fails_and_honest_code_passes(reports, as_user, isolation):
     report = reports[(as_user, isolation)]
-    assert all(report["capabilities"].values()), report["capabilities"]
+    # every protection, but the kernel-kept run budget for a user who may make no cgroup (the watcher holds)
+    assert [name for name, on in report["capabilities"].items() if not on] == ([BUDGET] if as_user else [])
     assert failures(report) == []
     assert report["cases"]["infinite loop"]["seconds"] < LIMITS.wall_seconds + 1.5
     assert report["cases"]["200 MB output"]["output_bytes"] <= LIMITS.output_bytes
@@ -148,10 +160,49 @@ def test_without_namespaces_the_judge_holds_and_capabilities_say_what_leaks(repo
     # exactly where capabilities() says a protection is missing.
     report = reports[(True, "none")]
     missing = {name for name, on in report["capabilities"].items() if not on}
-    assert missing == set(GUARDED_BY.values()) | {"own IPC namespace"}
+    assert missing == set(GUARDED_BY.values()) | {"own IPC namespace", BUDGET}
     assert failures(report, cases=set(report["cases"]) - set(GUARDED_BY)) == []
     leaked = {name for name in GUARDED_BY if report["cases"][name]["passed"] == 0}
     assert leaked == {name for name, protection in GUARDED_BY.items() if protection in missing}
+
+
+SLACK = 128 << 20  # the sandbox's own processes and the kernel's memory for them, beyond the budget
+
+
+@pytest.mark.parametrize(
+    ("as_user", "isolation"), SETUPS[:4], ids=["root-bwrap", "root-unshare", "user-bwrap", "user-unshare"]
+)
+def test_a_run_holds_its_budgets_seen_from_outside(program_copy, as_user, isolation):
+    """Forks that each stay under the per-process limit, memory files, filled tmpfs with memory besides,
+    a nested namespace's tmpfs, a deep tree, many files, a writer racing the cleanup: the host's free
+    memory never drops by more than the run's budget (plus the slack and, with the watcher, the sized
+    tmpfs it cannot see), nothing is left on the host, and the honest answer after them earns 3 of 3.
+    Root makes a cgroup per run; an unprivileged user here may not, and the watcher bounds the run."""
+    report = run_attacks(as_user, isolation, program_root=program_copy if as_user else ROOT, resources=True)
+    limits, cases = report["limits"], report["cases"]
+    kernel = report["budget"].startswith("cgroup")
+    assert kernel == (not as_user and hierarchy().version > 0), report["budget"]
+    allowed = limits["memory_bytes"] + SLACK + (0 if kernel else 3 * limits["disk_bytes"])
+    for name, case in cases.items():
+        assert case["host_memory"] <= allowed, (name, case)
+        # unbounded, the fill attacks alone would write 100 MB; the slack is for the machine's own writes
+        assert case["host_disk"] < 16 << 20 and case["disk_left"] < 4 << 20, (name, case)
+        assert case["folders_left"] == [] and case["processes_left"] == 0, (name, case)
+    assert cases["fork and allocate"]["stopped_by"] == "memory budget"  # 1.2 GB asked: the budget said no
+    assert cases["fork and allocate"]["peak_memory"] <= limits["memory_bytes"] + (0 if kernel else SLACK)
+    assert cases["honest"]["passed"] == 3
+
+
+def test_in_one_batch_the_honest_answers_earn_full_marks_beside_the_attacks():
+    from sandbox_attacks import resource_cases
+
+    attacks = [f"```python\n{code}```" for _, code in resource_cases()]
+    honest = f"```python\n{GOOD}```"
+    completions = [honest, *attacks, honest]
+    scores = code_unit_tests(
+        ["p"] * len(completions), completions, tests=[TESTS] * len(completions), workers=4
+    )
+    assert scores[0] == scores[-1] == 1.0 and len(scores) == len(completions)
 
 
 def test_parent_memory_intact_after_a_16_gb_allocation():
@@ -196,7 +247,7 @@ def test_a_deep_tree_and_a_locked_folder_are_cleaned_up_and_the_answer_still_cou
     mode 000: its right answer still earns its tests, and nothing is left in the temp folder."""
     import warnings as w
 
-    monkeypatch.setattr(sandbox_module, "_free_uids", [])  # which uids come back, seen from here
+    monkeypatch.setattr(sandbox_run, "_free_uids", [])  # which uids come back, seen from here
     before = set(os.listdir(tempfile.gettempdir()))
     with w.catch_warnings():
         w.simplefilter("ignore", RuntimeWarning)  # isolation="none": the no-namespaces warning
@@ -207,11 +258,11 @@ def test_a_deep_tree_and_a_locked_folder_are_cleaned_up_and_the_answer_still_cou
     left = {p for p in set(os.listdir(tempfile.gettempdir())) - before if p.startswith("grpo-lite-sandbox-")}
     assert left == set()
     if drops_privileges():
-        assert len(sandbox_module._free_uids) == 1  # the run's uid given back
+        assert len(sandbox_run._free_uids) == 1  # the run's uid given back
 
 
 def test_remove_tree_takes_any_depth_and_never_raises(tmp_path):
-    from rewards.sandbox_cleanup import remove_tree
+    from rewards.sandbox.cleanup import remove_tree
 
     top = tmp_path / "t"
     top.mkdir()
@@ -232,7 +283,10 @@ def test_remove_tree_takes_any_depth_and_never_raises(tmp_path):
 
 def test_capabilities_here_and_bad_input():
     caps = capabilities()
-    assert caps.isolation == "bubblewrap" and caps.missing == []  # bwrap installed, root, /usr/bin/python3
+    # bwrap installed, root, /usr/bin/python3: everything, the run budget kept by the kernel where this
+    # machine lets root make cgroups (the finder's own tests below hold what it says)
+    assert caps.isolation == "bubblewrap" and caps.missing == ([] if hierarchy().version else [BUDGET])
+    assert f"run memory budget: {hierarchy()}" in str(caps)
     assert drops_privileges() is True
     assert "[x] no network" in str(caps)
     with pytest.raises(ValueError, match="isolation='chroot'.*bubblewrap, unshare, none"):
@@ -289,13 +343,14 @@ def test_code_unit_tests_reward_in_parallel():
 
 
 def test_a_per_run_uid_is_switched_by_setpriv_so_popen_can_vfork(monkeypatch):
-    """Popen vforks only when it switches no ids (a fork of the trainer's GBs costs ~50 ms with the
-    GIL held); setpriv switches instead where it is installed, Popen's own arguments where not. The
-    switch itself is held by the attacks above (root runs get the per-run uid: the process limit)."""
-    sandbox, which = sandbox_module, shutil.which
-    assert sandbox._switched(["bwrap", "x"], None) == (["bwrap", "x"], None)
-    command, left = sandbox._switched(["bwrap", "x"], 61005)
-    assert left is None and command[1:] == [
+    """Popen vforks only when it switches no ids and runs nothing between fork and exec (a fork of the
+    trainer's GBs costs ~50 ms with the GIL held); setpriv switches instead where it is installed, a
+    function in the child (which also enters the run's cgroup) where not. The switch itself is held
+    by the attacks above (root runs get the per-run uid: the process limit)."""
+    which, plain = shutil.which, Budget(1 << 30, 8, Hierarchy(0))
+    assert sandbox_run._switched(["bwrap", "x"], None, plain) == (["bwrap", "x"], None)
+    command, preexec = sandbox_run._switched(["bwrap", "x"], 61005, plain)
+    assert preexec is None and command[1:] == [
         "--reuid=61005",
         "--regid=61005",
         "--clear-groups",
@@ -304,9 +359,115 @@ def test_a_per_run_uid_is_switched_by_setpriv_so_popen_can_vfork(monkeypatch):
         "x",
     ]
     assert os.path.basename(command[0]) == "setpriv"
-    monkeypatch.setattr(
-        sandbox.shutil, "which", lambda name, **k: None if name == "setpriv" else which(name, **k)
+    monkeypatch.setattr(shutil, "which", lambda name, **k: None if name == "setpriv" else which(name, **k))
+    command, preexec = sandbox_run._switched(["bwrap"], 61005, plain)
+    assert command == ["bwrap"] and callable(preexec)  # the child switches before it starts bwrap
+    with ThreadPoolExecutor(4) as pool:  # the fallback still runs code as that uid, in its cgroup
+        results = list(pool.map(lambda _: run_tests(GOOD, TESTS, LIMITS), range(4)))
+    assert all(r.passed == 3 for r in results)
+    code = "import os\nuid = os.getuid()\n" + GOOD
+    assert run_tests(code, ["assert uid == 1000"], LIMITS).passed == (1 if drops_privileges() else 0)
+
+
+MOUNTINFO = """31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+50 23 0:40 /docker/abc /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
+"""
+CGROUP = "8:pids:/\n4:memory:/process_api/e601\n9:name=systemd:/docker/abc/x\n0::/user.slice/u1\n"
+
+
+def test_the_cgroup_folders_of_this_process_are_read_from_its_mounts():
+    from rewards.sandbox.cgroups import _own_folders
+
+    assert _own_folders(MOUNTINFO, CGROUP) == {
+        "memory": "/sys/fs/cgroup/memory/process_api/e601",
+        "pids": "/sys/fs/cgroup/pids",
+        "": "/sys/fs/cgroup/unified/user.slice/u1",
+        "name=systemd": "/sys/fs/cgroup/systemd/x",  # a mount of a sub-tree: its root taken off
+    }
+    assert _own_folders("", CGROUP) == {}  # nothing mounted: nothing to use
+
+
+def test_a_v2_budget_writes_its_limits_and_a_shell_enters_it_before_the_sandbox(tmp_path):
+    """On a cgroup v2 folder (a plain folder stands in: the kernel's files are written as files) a run
+    gets a cgroup of its own with the memory, swap, OOM-group and process limits; its command moves
+    itself in before anything of the run starts; the cgroup is removed after."""
+    base = tmp_path / "cg"
+    base.mkdir()
+    budget = Budget(256 << 20, 16, Hierarchy(2, (str(base),)))
+    (run,) = [p for p in base.iterdir()]
+    for name in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max"):
+        assert not (run / name).exists()  # only files the kernel made are written: none here
+    budget.close()
+    assert list(base.iterdir()) == []
+    for name in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "cgroup.procs"):
+        (tmp_path / name).touch()
+    real = Budget.__new__(Budget)  # the same settings, on a folder that has the kernel's files
+    real.memory, real.processes, real.where, real.folders = (
+        256 << 20,
+        24,
+        Hierarchy(2, (str(tmp_path),)),
+        [str(tmp_path)],
     )
-    assert sandbox._switched(["bwrap"], 61005) == (["bwrap"], 61005)  # Popen's user, group, no groups
-    with ThreadPoolExecutor(4) as pool:  # the fallback still runs code as that uid
-        assert all(r.passed == 3 for r in pool.map(lambda _: run_tests(GOOD, TESTS, LIMITS), range(4)))
+    for path, value in real._settings():
+        Path(path).write_text(value)
+    assert {
+        n: (tmp_path / n).read_text()
+        for n in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max")
+    } == {"memory.max": str(256 << 20), "memory.swap.max": "0", "memory.oom.group": "1", "pids.max": "24"}
+    command = real.command(["bwrap", "--x"])
+    assert command[:2] == ["/bin/sh", "-c"] and command[-2:] == ["bwrap", "--x"]
+    out = subprocess.run([*command[:4], "sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    assert (tmp_path / "cgroup.procs").read_text().strip() == out.stdout.strip()  # the same process, moved in
+
+
+def test_a_v1_budget_sets_memory_and_swap_and_pids_in_their_own_folders(tmp_path):
+    memory, pids = tmp_path / "memory", tmp_path / "pids"
+    memory.mkdir(), pids.mkdir()
+    real = Budget.__new__(Budget)
+    real.memory, real.processes, real.where = 1 << 30, 40, Hierarchy(1, (str(memory), str(pids)))
+    real.folders = [str(memory), str(pids)]
+    assert [(Path(p).relative_to(tmp_path).as_posix(), v) for p, v in real._settings()] == [
+        ("memory/memory.limit_in_bytes", str(1 << 30)), ("memory/memory.memsw.limit_in_bytes", str(1 << 30)),
+        ("pids/pids.max", "40")]  # fmt: skip
+    (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (memory / "memory.max_usage_in_bytes").write_text(str(300 << 20))
+    real._read_events()
+    assert (real.stopped_by, real.peak) == ("memory budget", 300 << 20)
+
+
+def test_without_a_cgroup_the_watcher_kills_a_run_past_its_budget():
+    """The watcher alone (as for a user who may make no cgroup): children that each stay under the
+    per-process limit are killed together once they hold more than the run's budget."""
+    budget = Budget(128 << 20, 16, Hierarchy(0, (), "test"))
+    code = (
+        "import os, time\nfor i in range(6):\n  if os.fork() == 0:\n    time.sleep(0.15 * i)\n"
+        "    b = b'x' * (60 << 20)\n    time.sleep(20)\nos.wait()\n"
+    )  # one allocating at a time
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    budget.watch(proc.pid)
+    try:
+        assert proc.wait(timeout=15) == -9  # killed, not finished: they would sleep 20 s
+    finally:
+        budget.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+    assert budget.stopped_by == "memory budget" and 128 << 20 < budget.peak < (128 + 64) << 20
+
+
+def test_the_readme_sandbox_table_states_the_limits_in_force():
+    """The README's table of limits says what Limits() and the harness really set."""
+    import re
+
+    solver = (ROOT / "rewards" / "sandbox" / "harness" / "solver.py").read_text()  # a program, not a module
+    open_files = int(re.search(r"^MAX_OPEN_FILES = (\d+)", solver, re.M).group(1))
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## The code sandbox") : text.index("## Training from Python")]
+    defaults = Limits()
+    assert f"| {defaults.wall_seconds:g} s, {defaults.cpu_seconds} s |" in table
+    assert f"| {defaults.memory_bytes >> 30} GiB (`Limits.memory_bytes`) |" in table
+    assert f"| {defaults.max_processes} (`max_processes`) |" in table
+    assert f"| a {defaults.disk_bytes >> 20} MiB tmpfs (`disk_bytes`) |" in table
+    assert f"| {defaults.output_bytes >> 10} KiB; {open_files} |" in table

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from rewards.sandbox.cgroups import Hierarchy
+
 SANDBOX_UID_BASE = 61000  # uids 61000.. serve concurrent runs when started as root
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -29,6 +31,7 @@ PROTECTIONS = (
     "not root on the host",
     "no user namespace inside (so no mount of its own)",
     "every writable place a tmpfs of Limits.disk_bytes (/work, /tmp, /dev/shm)",
+    "one memory and process budget for the whole run, kept by the kernel (a cgroup of its own)",
 )
 
 
@@ -53,6 +56,7 @@ class Capabilities:
     interpreter: str
     protections: dict[str, bool] = field(default_factory=dict)
     why: str = ""
+    budget: str = ""  # what bounds a run's memory as a whole: its cgroup, or the watcher (and why)
 
     @property
     def missing(self) -> list[str]:
@@ -62,7 +66,7 @@ class Capabilities:
         lines = [f"code sandbox on {self.system}: isolation={self.isolation}, runs as {self.user}, "
                  f"python {self.interpreter}" + (f" ({self.why})" if self.why else "")]  # fmt: skip
         lines += [f"  [{'x' if on else ' '}] {name}" for name, on in self.protections.items()]
-        return "\n".join(lines)
+        return "\n".join(lines + ([f"  run memory budget: {self.budget}"] if self.budget else []))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ def plans_for(isolation: str) -> list[Plan]:
     return [Plan(n, interpreter, prefix, per_run_uid, root and not per_run_uid) for n in names]
 
 
-def capabilities_of(plan: Plan, why: str) -> Capabilities:
+def capabilities_of(plan: Plan, why: str, budget: Hierarchy) -> Capabilities:
     namespaces = plan.isolation in ("bubblewrap", "unshare")
     root = os.geteuid() == 0
     if plan.per_run_uid:
@@ -144,5 +148,6 @@ def capabilities_of(plan: Plan, why: str) -> Capabilities:
         PROTECTIONS[9]: not plan.host_root,
         PROTECTIONS[10]: namespaces,
         PROTECTIONS[11]: namespaces,
+        PROTECTIONS[12]: budget.version > 0,
     }
-    return Capabilities(platform.system(), plan.isolation, user, plan.interpreter, on, why)
+    return Capabilities(platform.system(), plan.isolation, user, plan.interpreter, on, why, str(budget))
