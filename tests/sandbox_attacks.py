@@ -140,6 +140,12 @@ def cases(ctx: dict) -> list[dict]:
                                  "            f.write(b'x' * 60_000)\n    leaked = True\nfinally:\n"
                                  "    for n in os.listdir(d):\n        os.remove(f'{d}/{n}')\n    os.rmdir(d)"), TESTS, 3, True)
           for where in ("/tmp", "/dev/shm", ".")),
+        # the same into /dev (bubblewrap's own is a tmpfs of half the RAM): read-only there; without a
+        # sandbox only root may write it, so no control
+        ("fill /dev", leak("try:\n    for i in range(1700):\n        with open(f'/dev/grpo-lite-fill-{i}', 'wb') as f:\n"
+                           "            f.write(b'x' * 60_000)\n    leaked = True\nfinally:\n    for i in range(1700):\n"
+                           "        try:\n            os.remove(f'/dev/grpo-lite-fill-{i}')\n        except OSError:\n"
+                           "            break"), TESTS, 3, False),
         # ten children that sleep: none is left afterwards
         ("ten sleepers", f"import subprocess\nfor _ in range(10):\n    subprocess.Popen(['sleep', '{ctx['nap']}'])\n" + GOOD,
          TESTS, 3, False),

@@ -74,7 +74,7 @@ def _command(
     plan: Plan, workdir: str, results_fd: int, confine: dict, files: dict[str, int], disk: int
 ) -> list[str]:
     """The command that starts the judge. With namespaces every writable place is a tmpfs of ``disk``
-    bytes (``/work`` gets the run's files copied in: ``files``, name -> descriptor, for bubblewrap's
+    bytes (bubblewrap's own ``/dev``, a tmpfs of half the RAM, is made read-only) (``/work`` gets the run's files copied in: ``files``, name -> descriptor, for bubblewrap's
     ``--file``), and no user namespace can be made inside (a nested one could mount a tmpfs of any size)."""
     argv = [str(results_fd), json.dumps(confine)]
     if plan.isolation == "bubblewrap":
@@ -88,7 +88,7 @@ def _command(
             shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
             "--die-with-parent", "--new-session", "--uid", str(INNER_UID), "--gid", str(INNER_UID),
             "--hostname", "sandbox", *binds, "--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(disk), "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", str(disk), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--perms", "1777", "--size", str(disk), "--tmpfs", "/tmp",
             "--perms", "0777", "--size", str(disk), "--tmpfs", "/work",
             *(a for name, fd in files.items() for a in ("--perms", "0644", "--file", str(fd), f"/work/{name}")),
