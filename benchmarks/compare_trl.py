@@ -6,7 +6,7 @@
 Both trainers get the same tiny local model and tokenizer, the same prompts, the same reward
 function, group size, lengths, sampling settings, LoRA config (rank 16 on every linear layer of a
 4-bit NF4 base), optimizer (AdamW), learning rate and number of steps; TRL's settings are produced
-by the same mapping ``python -m grpo_lite scale-out`` uses (``grpo_lite.scale_out.trl_args``). Each
+by the same mapping ``python -m grpo_lite scale-out`` uses (``grpo_lite.apps.scale_out.trl_args``). Each
 run is a fresh process, alternating A B A B, so neither inherits the other's warm caches.
 
 Why these settings: a Llama of 9M parameters with a 32,000-token vocabulary, 8 prompts x 8
@@ -100,7 +100,7 @@ def bench_rows(n: int = 64) -> list[dict[str, str]]:
 
 def build_bench_model(path: Path) -> Path:
     """The benchmark's Llama: hidden 128, 4 layers, 32,000-token vocabulary (9M parameters)."""
-    from grpo_lite.tiny import build_char_tokenizer, build_tiny_model
+    from grpo_lite.policy.tiny import build_char_tokenizer, build_tiny_model
 
     if (path / "config.json").exists():
         return path
@@ -119,7 +119,7 @@ def speed_task(model_name: str) -> tuple[dict[str, Any], list[dict[str, Any]], A
     """(settings, rows, reward) of the timed runs: the synthetic benchmark's, or the SmolLM2 demo's."""
     if model_name != SMOLLM2:
         return SETTINGS, bench_rows(), even_unused_share
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
 
     demo = demo_run(SMOLLM2, "unused", steps=1)
     skip = ("model", "output_dir", "max_steps")
@@ -147,7 +147,7 @@ def learning_worker(
     SmolLM2's for SmolLM2), its settings and reward, trained by one trainer; held-out greedy accuracy
     of the base and of the trained policy. ``at_seconds`` (TRL): the accuracy also at the first step
     that far into its training (equal wall time: grpo-lite's training time for the same seed)."""
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
     from grpo_lite.evaluate import accuracy
 
     demo = demo_run(SMOLLM2 if model_name == SMOLLM2 else "tiny", "unused", seed=seed, steps=steps)
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if steps <= WARMUP + 1:
         p.error(f"--steps must be > {WARMUP + 1} (the first {WARMUP} step(s) are warm-up)")
 
-    from grpo_lite.demo import demo_model
-    from grpo_lite.offline import cache_dir, resolve_model
+    from grpo_lite.apps.demo import demo_model
+    from grpo_lite.policy.offline import cache_dir, resolve_model
 
     if a.model == SMOLLM2:
         model = Path(resolve_model(SMOLLM2))  # fetched and converted once, outside every timing

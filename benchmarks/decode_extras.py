@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from compare_trl import SETTINGS, bench_rows, build_bench_model
 
     from grpo_lite import GRPOConfig
-    from grpo_lite.model import load_policy
+    from grpo_lite.policy.model import load_policy
     from grpo_lite.rollout import encode_prompts, render_prompt
     from grpo_lite.rollout.generate import _eos_ids
     from grpo_lite.rollout.weights import make_rollout_weights

@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--reuse", action="store_true", help="keep a finished run in the folder (its summary.json)"
     )
     a = p.parse_args(argv)
-    from grpo_lite.demo import demo_run, run_demo
+    from grpo_lite.apps.demo import demo_run, run_demo
     from grpo_lite.export import export, export_source
-    from grpo_lite.model import load_tokenizer
-    from grpo_lite.offline import SMOLLM2_VERSION, cache_dir
+    from grpo_lite.policy.model import load_tokenizer
+    from grpo_lite.policy.offline import SMOLLM2_VERSION, cache_dir
 
     run = a.runs_dir / f"{a.task}-seed{a.seed}"
     start = time.perf_counter()

@@ -19,7 +19,7 @@ also times rollouts alone for N prompts x G (one process per model: adapter with
 lean loop without and with the shared prefill, merged; then ``decode_extras.py``'s roads on the
 merged copy: compiled step vs lean loop at full length, and with lengths that differ (EOS rate
 2 / tokens) finished rows kept, dropped, or in a compiled static batch). Both trainers run the same settings (``SETTINGS`` below, mapped to TRL by
-``grpo_lite.scale_out.trl_args``; both use bitsandbytes' paged 8-bit AdamW), on GSM8K-style chat
+``grpo_lite.apps.scale_out.trl_args``; both use bitsandbytes' paged 8-bit AdamW), on GSM8K-style chat
 prompts, with beta = 0.04 so that the reference pass (base = adapters off) is part of every step,
 and with a dense reward (the share of digits in a completion), so that no group ties and
 grpo-lite's zero-advantage skipping never applies: every completion is trained on by both.
@@ -59,7 +59,7 @@ QWEN["tiny"] = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, 
                     intermediate_size=128, vocab_size=4096, tie_word_embeddings=True)  # fmt: skip
 HUB_ID = {"0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "1.5b": "Qwen/Qwen2.5-1.5B-Instruct", "tiny": "tiny-qwen2",
           "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # fmt: skip
-# ``smollm2``: the real SmolLM2-135M-Instruct, offline (grpo_lite.offline: Q4_1 weights dequantized).
+# ``smollm2``: the real SmolLM2-135M-Instruct, offline (grpo_lite.policy.offline: Q4_1 weights dequantized).
 MODELS = (*QWEN, "smollm2")
 SETTINGS = dict(
     prompts_per_step=2,
@@ -111,7 +111,7 @@ def random_weights_model(size: str, folder: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from grpo_lite.tiny import build_char_tokenizer
+    from grpo_lite.policy.tiny import build_char_tokenizer
 
     path = folder / f"qwen2.5-{size}-random"
     if (path / "config.json").exists():
@@ -135,8 +135,8 @@ def random_weights_model(size: str, folder: Path) -> Path:
 def resolve_model(size: str, folder: Path, random_weights: bool) -> tuple[str, str]:
     """(model path or id, "hub" | "random weights, real config" | the offline SmolLM2's note)."""
     if size == "smollm2":
-        from grpo_lite.offline import SMOLLM2, WEIGHTS_NOTE
-        from grpo_lite.offline import resolve_model as offline_model
+        from grpo_lite.policy.offline import SMOLLM2, WEIGHTS_NOTE
+        from grpo_lite.policy.offline import resolve_model as offline_model
 
         return offline_model(SMOLLM2), WEIGHTS_NOTE
     if not random_weights and size != "tiny":
@@ -161,7 +161,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def planned_peak_gb(model: Any, max_new_tokens: int, rollout_weights: str = "adapter") -> float:
-    from grpo_lite.memory import CUDA_CONTEXT_GB, plan_memory
+    from grpo_lite.policy.memory import CUDA_CONTEXT_GB, plan_memory
 
     plan = plan_memory(
         model, group_size=SETTINGS["group_size"], max_new_tokens=max_new_tokens,
@@ -198,7 +198,7 @@ def rollout_worker(
     from decode_extras import extra_roads
 
     from grpo_lite import GRPOConfig
-    from grpo_lite.model import load_policy
+    from grpo_lite.policy.model import load_policy
     from grpo_lite.rollout import Sampling, encode_prompts, render_prompt
     from grpo_lite.rollout.decode import decode
     from grpo_lite.rollout.generate import _eos_ids, _transformers_generate

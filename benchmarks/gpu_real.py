@@ -15,7 +15,7 @@ measured):
   against TRL's GRPOTrainer at equal settings, the demo's task), without its learning check;
 - ``rollouts``: ``gpu.py --runs smollm2:128: --rollouts 4`` (rollouts alone: the adapter model with
   transformers' generate and grpo-lite's loop, the merged copy, the compiled step with CUDA graphs);
-- ``tools``: the tool demo (``grpo_lite.tool_demo``, the python tool in the sandbox mid-answer), a
+- ``tools``: the tool demo (``grpo_lite.apps.tool_demo``, the python tool in the sandbox mid-answer), a
   short run: tool calls, accuracy before/after.
 
 ``--device cpu --steps 1`` is a dry run of the plumbing on a machine without a GPU, not a benchmark.
@@ -75,9 +75,9 @@ def demo_part(task: str, dtype: str, a: Any, work: Path) -> dict[str, Any]:
 
 def _planned(task: str, dtype: str, device: str) -> float | None:
     """The planner's peak for the demo's own settings, less the CUDA context (not in max allocated)."""
-    from grpo_lite.demo import demo_run
-    from grpo_lite.memory import CUDA_CONTEXT_GB, plan_for_config
-    from grpo_lite.offline import SMOLLM2
+    from grpo_lite.apps.demo import demo_run
+    from grpo_lite.policy.memory import CUDA_CONTEXT_GB, plan_for_config
+    from grpo_lite.policy.offline import SMOLLM2
 
     cfg = demo_run(SMOLLM2, "unused", task=task, compute_dtype=dtype, device=device).cfg  # type: ignore[arg-type]
     plan = plan_for_config(cfg) if device == "cuda" else plan_for_config(cfg, gpu_gb=24)
@@ -98,7 +98,7 @@ def script_part(script: str, args: list[str], a: Any, work: Path) -> dict[str, A
 def tools_part(a: Any, work: Path) -> dict[str, Any]:
     run = work / "tools"
     code = (
-        "import json, sys; from grpo_lite.tool_demo import run_tool_demo; "
+        "import json, sys; from grpo_lite.apps.tool_demo import run_tool_demo; "
         f"print(json.dumps(run_tool_demo({str(run)!r}, steps={a.tool_steps}, overwrite=True, device={a.device!r})))"
     )
     out = _run([sys.executable, "-c", code], a.part_timeout)

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
     from grpo_lite.logprobs import completion_logprobs
-    from grpo_lite.model import load_policy
+    from grpo_lite.policy.model import load_policy
     from grpo_lite.rollout import encode_prompts, is_chat, render_prompt
 
     demo = demo_run("smollm2-135m-instruct", "unused", task=args.task)

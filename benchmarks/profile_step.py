@@ -73,8 +73,8 @@ def worker(task: str, steps: int, pack: bool) -> dict[str, Any]:
     import torch
 
     import grpo_lite.trainer as trainer_module
+    from grpo_lite.apps.demo import demo_run
     from grpo_lite.callbacks import Callback
-    from grpo_lite.demo import demo_run
     from grpo_lite.trainer import GRPOTrainer
 
     rss = {"after_imports": _status_mb("VmRSS")}
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         a.out.write_text(json.dumps(worker(a.task, a.steps, a.worker == "packed")))
         return 0
-    from grpo_lite.offline import resolve_model
+    from grpo_lite.policy.offline import resolve_model
 
     resolve_model("smollm2-135m-instruct")  # fetched and converted once, outside every timing
     results = []

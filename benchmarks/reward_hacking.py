@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 def run_or_read(folder: Path, *, naive: bool, seed: int, steps: int) -> dict[str, Any]:
     """The run's summary and metrics, trained here unless ``folder`` holds this very run already."""
-    from grpo_lite.demo import run_demo
+    from grpo_lite.apps.demo import run_demo
 
     summary_path = folder / "summary.json"
     if summary_path.exists():

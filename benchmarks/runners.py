@@ -44,7 +44,7 @@ def run_grpo_lite(
     16-bit activations (see :func:`upcast_like_peft`), for comparison."""
     from grpo_lite import GRPOConfig, GRPOTrainer
     from grpo_lite.callbacks import Callback
-    from grpo_lite.model import load_policy
+    from grpo_lite.policy.model import load_policy
 
     ends: list[float] = []
 
@@ -161,7 +161,7 @@ def _trl_args(cfg: Any, out: Path) -> dict[str, Any]:
     """TRL GRPOConfig arguments: ours mapped by scale_out.trl_args, plus device, precision, no saving."""
     import torch
 
-    from grpo_lite.scale_out import trl_args
+    from grpo_lite.apps.scale_out import trl_args
 
     cuda = torch.cuda.is_available()
     args = trl_args(cfg) | {

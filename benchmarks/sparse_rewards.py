@@ -86,7 +86,7 @@ def trl_at_equal_time(seconds: float, seed: int, out: Path) -> dict[str, Any]:
 
 def variant_run(name: str, seed: int, out: Path) -> Any:
     """The reasoning demo's run with variant ``name``'s changes."""
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
     from grpo_lite.tasks.reasoning import one_step_rows
 
     v = dict(VARIANTS[name])
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trl-seconds", type=float, default=0,
                    help="also TRL on the shipped task for this many training seconds (0: not run)")  # fmt: skip
     a = p.parse_args(argv)
-    from grpo_lite.demo import train_and_measure
+    from grpo_lite.apps.demo import train_and_measure
 
     result: dict[str, Any] = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d"),
                               "runs": []}  # fmt: skip

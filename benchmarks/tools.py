@@ -59,10 +59,10 @@ def rollouts(repeats: int, *, prompts: int, group: int, max_new_tokens: int) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grpo_lite.offline import SMOLLM2, resolve_model
+    from grpo_lite.apps.tool_demo import multiplication_split
+    from grpo_lite.policy.offline import SMOLLM2, resolve_model
     from grpo_lite.rollout import Sampling, generate
     from grpo_lite.rollout.turns import ToolUse
-    from grpo_lite.tool_demo import multiplication_split
     from grpo_lite.tools import ToolBox, tool_format
 
     path = resolve_model(SMOLLM2)

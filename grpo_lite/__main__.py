@@ -2,7 +2,7 @@
 
 import sys
 
-from grpo_lite.cli import main
+from grpo_lite.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

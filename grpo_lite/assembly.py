@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from grpo_lite.backends import resolve_backend
 from grpo_lite.callbacks import Callback, JsonlLogger, ProgressBar
 from grpo_lite.data import PromptData
 from grpo_lite.held_out import HeldOut
-from grpo_lite.model import load_policy, trainable_parameters
 from grpo_lite.optim import make_optimizer
-from grpo_lite.precision import LossScaler, dtype_name, resolve_compute_dtype
+from grpo_lite.policy.backends import resolve_backend
+from grpo_lite.policy.model import load_policy, trainable_parameters
+from grpo_lite.policy.precision import LossScaler, dtype_name, resolve_compute_dtype
 from grpo_lite.rollout import Sampling
 from grpo_lite.rollout.weights import compiled_in_force, rollout_sampler
 from grpo_lite.run import RunDir, TrainerState, read_state

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from grpo_lite.config_checks import BUILTIN_TOOLS, SAMPLING_RULES, TRACKER_NAMES, check_config
 
 # Every variant's name, defined once here; the math modules import the ones they take.
 LossType = Literal["grpo", "dapo", "dr_grpo"]
@@ -28,12 +27,6 @@ Sampler = Literal["grpo_lite", "transformers"]
 ToolFormat = Literal["auto", "hermes", "plain"]
 PromptOrder = Literal["uniform", "curriculum"]
 WarmStart = Literal["off", "own", "solutions"]
-BUILTIN_TOOLS = ("python",)
-TRACKER_NAMES = (
-    "trackio",
-    "tensorboard",
-    "wandb",
-)  # report_to's choices; grpo_lite/trackers says how each logs
 
 
 @dataclass(frozen=True)
@@ -294,89 +287,7 @@ class GRPOConfig:
     to the trackers; 0: never."""
 
     def __post_init__(self) -> None:
-        _check_literals(self)
-        _check(self, "model", bool(self.model), "a non-empty model id or path")
-        _check(self, "group_size", self.group_size >= 2, ">= 2 (a group needs a baseline)")
-        for name in ("prompts_per_step", "micro_batch_size", "max_prompt_tokens"):
-            _check(self, name, getattr(self, name) > 0, "> 0")
-        _check(self, "max_steps", self.max_steps > 0, "> 0")
-        total = self.prompts_per_step * self.group_size
-        _check(
-            self,
-            "micro_batch_size",
-            total % self.micro_batch_size == 0,
-            f"a divisor of prompts_per_step x group_size = {total}",
-        )
-        for name, (ok, allowed) in SAMPLING_RULES.items():
-            _check(self, name, ok(getattr(self, name)), allowed)
-        _check(self, "learning_rate", self.learning_rate > 0, "> 0")
-        _check(self, "weight_decay", self.weight_decay >= 0, ">= 0")
-        _check(self, "max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = no clipping)")
-        _check(self, "beta", self.beta >= 0, ">= 0")
-        _check(self, "eps_low", 0 <= self.eps_low < 1, "in [0, 1)")
-        _check(self, "eps_high", self.eps_high >= 0, ">= 0")
-        _check(self, "num_iterations", self.num_iterations >= 1, ">= 1")
-        _check(self, "lora_rank", self.lora_rank > 0, "> 0")
-        _check(self, "lora_alpha", self.lora_alpha > 0, "> 0")
-        _check(self, "lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
-        _check(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
-        _check(self, "save_steps", self.save_steps >= 0, ">= 0 (0 = only at the end)")
-        _check(
-            self,
-            "reward_timeout",
-            self.reward_timeout > 0 and math.isfinite(self.reward_timeout),
-            "a finite number of seconds > 0",
-        )
-        _check(self, "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0 = keep all)")
-        _check(self, "logprob_chunk_tokens", self.logprob_chunk_tokens >= 0, ">= 0 (0 = automatic)")
-        _check(
-            self,
-            "eval_every",
-            isinstance(self.eval_every, int) and self.eval_every >= 0,
-            "an integer >= 0 (0 = never)",
-        )
-        _check(self, "eval_max_rows", isinstance(self.eval_max_rows, int) and self.eval_max_rows >= 0,
-               "an integer >= 0 (0 = all rows)")  # fmt: skip
-        if isinstance(self.report_to, str):  # report_to="wandb", as TRL users write it
-            object.__setattr__(self, "report_to", (self.report_to,) if self.report_to != "none" else ())
-        _check(self, "report_to", all(t in TRACKER_NAMES for t in self.report_to) and len(set(self.report_to)) == len(self.report_to),
-               f"a tuple of distinct names from {list(TRACKER_NAMES)}")  # fmt: skip
-        object.__setattr__(self, "tools", (self.tools,) if isinstance(self.tools, str) else tuple(self.tools))
-        _check(
-            self,
-            "tools",
-            all(t in BUILTIN_TOOLS for t in self.tools),
-            f"built-in tool names from {list(BUILTIN_TOOLS)}",
-        )
-        _check(self, "tool_timeout", 0 < self.tool_timeout <= 600, "in (0, 600] seconds")
-        _check(self, "tool_output_chars", self.tool_output_chars > 0, "> 0")
-        _check(self, "sampler", not self.tools or self.sampler == "grpo_lite",
-               "'grpo_lite' when tools are on (the tool loop is grpo-lite's decode loop)")  # fmt: skip
-        _check(self, "log_completions_every", self.log_completions_every >= 0, ">= 0 (0 = never)")
-        _check(self, "compile_rollouts", isinstance(self.compile_rollouts, bool), "True or False")
-        self._check_signal_fields()
-
-    def _check_signal_fields(self) -> None:
-        """The fields of seeking signal where the reward is sparse (dynamic sampling, difficulty, warm start)."""
-        _check(self, "dynamic_sampling", isinstance(self.dynamic_sampling, bool), "True or False")
-        _check(self, "rest_tied_after", isinstance(self.rest_tied_after, int) and self.rest_tied_after >= 0,
-               "an integer >= 0 (0 = never rest)")  # fmt: skip
-        _check(
-            self,
-            "rest_epochs",
-            isinstance(self.rest_epochs, int) and self.rest_epochs >= 1,
-            "an integer >= 1",
-        )
-        finite = isinstance(self.solve_threshold, (int, float)) and math.isfinite(self.solve_threshold)
-        _check(self, "solve_threshold", finite, "a finite number")
-        _check(self, "warm_start_steps", isinstance(self.warm_start_steps, int) and self.warm_start_steps > 0,
-               "an integer > 0")  # fmt: skip
-        _check(self, "warm_start_batch", isinstance(self.warm_start_batch, int) and self.warm_start_batch > 0,
-               "an integer > 0")  # fmt: skip
-        _check(self, "warm_start_prompts", isinstance(self.warm_start_prompts, int) and self.warm_start_prompts > 0,
-               "an integer > 0")  # fmt: skip
-        _check(self, "max_extra_rounds", isinstance(self.max_extra_rounds, int) and self.max_extra_rounds >= 0,
-               "an integer >= 0")  # fmt: skip
+        check_config(self)  # each field against what it accepts (config_checks.py)
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -439,31 +350,8 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-# The sampling settings' rules, for the config and for every change steering makes mid-run.
-SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "temperature": (lambda v: v > 0, "> 0"),
-    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "top_k": (lambda v: v >= 0, ">= 0 (0 = off)"),
-    "max_new_tokens": (lambda v: v > 0, "> 0"),
-    "max_tool_calls": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-}
-
-
-def _check(cfg: GRPOConfig, name: str, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"GRPOConfig.{name} must be {allowed}; got {getattr(cfg, name)!r}")
-
-
-def _check_literals(cfg: GRPOConfig) -> None:
-    hints = typing.get_type_hints(GRPOConfig)
-    for f in dataclasses.fields(cfg):
-        if typing.get_origin(hints[f.name]) is Literal:
-            allowed = typing.get_args(hints[f.name])
-            _check(cfg, f.name, getattr(cfg, f.name) in allowed, f"one of {list(allowed)}")
-
-
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-__all__ = ["GRPOConfig"]
+__all__ = ["BUILTIN_TOOLS", "SAMPLING_RULES", "TRACKER_NAMES", "GRPOConfig"]

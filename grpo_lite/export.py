@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from grpo_lite.card import model_card
 from grpo_lite.run.atomic import delete, new_temp_folder
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -27,7 +28,6 @@ REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 # |logit|: float32's rounding through the layers (measured: 2.4e-3 on SmolLM2's 30 layers, logits up to 33,
 # where the adapter itself moves logits by 41; 0 in float64), far below any wrong merge
 MERGE_TOLERANCE = 2e-4
-CARD_METRICS = ("step", "reward", "reward_std", "kl", "entropy", "completion_len_mean", "truncated_frac")
 
 
 @contextmanager
@@ -74,118 +74,6 @@ def run_info(source: Path) -> dict[str, Any]:
         adapter_cfg = json.loads((source / "adapter_config.json").read_text())
         info["config"]["model"] = adapter_cfg.get("base_model_name_or_path", "")
     return info
-
-
-def base_license(model: str) -> str | None:
-    """The base model's license from its local README front matter, or from the Hub when reachable."""
-    readme = Path(model) / "README.md"
-    if readme.exists():
-        match = re.search(r"^license:\s*(\S+)", readme.read_text(), re.MULTILINE)
-        return match.group(1) if match else None
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-        return None
-    try:
-        from huggingface_hub import model_info
-
-        card = model_info(model).card_data
-        return getattr(card, "license", None) if card else None
-    except Exception:  # no network or no such repo: the card simply leaves the license out
-        return None
-
-
-def model_card(info: dict[str, Any], *, merged: bool = False, curve: str | None = None) -> str:
-    """README.md with YAML front matter (base_model, library_name, tags, license) and a body that
-    explains the run: config, reward functions with their source, final metrics, how to load it."""
-    import yaml
-
-    config, base = info["config"], info["config"].get("model", "")
-    front: dict[str, Any] = {"base_model": base, "library_name": "transformers" if merged else "peft"}
-    front["tags"] = ["grpo", "grpo-lite", "lora"] + (["merged"] if merged else [])
-    license_ = base_license(base)
-    if license_:
-        front["license"] = license_
-    last = info["metrics"][-1] if info["metrics"] else {}
-    lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False).strip(),
-        "---",
-        "",
-        f"# {Path(base).name or 'model'} + GRPO LoRA",
-        "",
-    ]
-    lines += [f"A LoRA adapter trained with grpo-lite (GRPO, DeepSeekMath arXiv 2402.03300) on `{base}`."]
-    loaded = [f"Model loaded with the {info['backend']} backend."] if info.get("backend") else []
-    if info.get("compute_dtype"):
-        loaded.append(
-            f"Trained in {info['compute_dtype']} compute (LoRA weights and optimizer state in float32)."
-        )
-    lines += [" ".join(loaded), ""] if loaded else [""]
-    if info.get("lineage"):
-        lineage = info["lineage"]
-        lines += [f"Branched from the run in `{lineage['parent_run_dir']}` at its step {lineage['parent_step']} "
-                  f"(checkpoint `{lineage['checkpoint']}`).", ""]  # fmt: skip
-    if info.get("tools"):
-        tools = info["tools"]
-        lines += [f"Trained with tools mid-answer ({', '.join(tools['names'])}; {tools['format']} format): "
-                  "use the adapter with the same tools, and run model-written code only in a sandbox.", ""]  # fmt: skip
-    chosen = info.get("checkpoint")
-    if chosen:
-        best = chosen.get("best")
-        said = (f"the best by held-out `{best['measure']}` ({best['score']:.4g})" if chosen.get("is_best") and best
-                else "not the run's best by held-out score" + (f" (step {best['step']}: {best['score']:.4g})" if best else ""))  # fmt: skip
-        lines += [f"Exported from the checkpoint of step {chosen['step']}: {said}.", ""]
-    if info.get("gguf"):
-        g = info["gguf"]
-        lines += [f"GGUF file `{g['file']}` ({g['file_type']}, {g['bytes'] / 1e6:.1f} MB) with an Ollama `Modelfile` "
-                  f"(`ollama create NAME -f Modelfile`). Read back with transformers' GGUF loader: max logit error "
-                  f"{g['max_logit_error_vs_file_type']:.2e} against the weights meant, greedy completions "
-                  f"{g['greedy_same_as_file_type']} the same, {100 * g['greedy_agreement_with_merged']:.0f}% the same "
-                  f"as the unrounded merged model (max logit change from rounding "
-                  f"{g['rounding_max_logit_error_vs_merged']:.3g}).", ""]  # fmt: skip
-    if curve:
-        lines += [f"![reward curve]({curve})", ""]
-    lines += ["## Final metrics", "", "| metric | value |", "|---|---|"]
-    shown = [*CARD_METRICS, *sorted(k for k in last if k.startswith("eval/") and k != "eval/seconds")]
-    lines += [
-        f"| {k} | {last[k]:.4g} |" if isinstance(last.get(k), float) else f"| {k} | {last.get(k)} |"
-        for k in shown
-        if k in last
-    ]
-    lines += ["", "## Reward functions", ""]
-    for r in info["rewards"]:
-        lines += [
-            f"### `{r['name']}` (weight {r.get('weight', 1.0)})",
-            "",
-            "```python",
-            r.get("source", "").rstrip(),
-            "```",
-            "",
-        ]
-    lines += [
-        "## Training configuration",
-        "",
-        "```yaml",
-        yaml.safe_dump(config, sort_keys=False).strip(),
-        "```",
-        "",
-    ]
-    lines += _usage(base, merged)
-    return "\n".join(lines) + "\n"
-
-
-def _usage(base: str, merged: bool) -> list[str]:
-    if merged:
-        return ["## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                'model = AutoModelForCausalLM.from_pretrained("THIS_REPO")', 'tokenizer = AutoTokenizer.from_pretrained("THIS_REPO")', "```"]  # fmt: skip
-    return [
-        "## Use", "", "With peft:", "", "```python", "from peft import AutoPeftModelForCausalLM",
-        'model = AutoPeftModelForCausalLM.from_pretrained("THIS_REPO")', "```", "",
-        "With transformers (peft installed):", "", "```python", "from transformers import AutoModelForCausalLM",
-        f'model = AutoModelForCausalLM.from_pretrained("{base}")', 'model.load_adapter("THIS_REPO")', "```", "",
-        "As a LoRA in vLLM:", "", "```python", "from vllm import LLM", "from vllm.lora.request import LoRARequest",
-        f'llm = LLM(model="{base}", enable_lora=True)',
-        'out = llm.generate(["..."], lora_request=LoRARequest("grpo", 1, "PATH_TO_THIS_FOLDER"))', "```",
-    ]  # fmt: skip
 
 
 def save_trained_adapter(directory: Path, trainer: Any) -> Path:
@@ -286,7 +174,7 @@ def export(
 def merge_adapter(base: str, adapter: Path, dest: Path, *, dtype: torch.dtype) -> float:
     """Merge the LoRA into an unquantized copy of the base (``merged_model``) and save it in
     safetensors as ``dtype`` with the tokenizer. Returns the max logit difference found."""
-    from grpo_lite.model import load_tokenizer
+    from grpo_lite.policy.model import load_tokenizer
 
     merged, diff = merged_model(base, adapter)
     merged.to(dtype).save_pretrained(dest, safe_serialization=True)
@@ -303,7 +191,7 @@ def merged_model(base: str, adapter: Path) -> tuple[Any, float]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from grpo_lite.offline import resolve_model
+    from grpo_lite.policy.offline import resolve_model
 
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32), adapter

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from grpo_lite.config import GRPOConfig
-from grpo_lite.precision import LossScaler
+from grpo_lite.policy.precision import LossScaler
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from grpo_lite.draw import draw_step
 from grpo_lite.dynamic import no_update
 from grpo_lite.held_out import HeldOut
 from grpo_lite.metrics import step_metrics
-from grpo_lite.precision import LossScaler
+from grpo_lite.policy.precision import LossScaler
 from grpo_lite.rollout import Sampling
 from grpo_lite.run import RunDir, rng_state, set_rng_state
 from grpo_lite.scan import scan

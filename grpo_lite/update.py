@@ -11,8 +11,8 @@ import torch
 
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
 from grpo_lite.loss import grpo_loss, masked_mean, microbatch_weight
-from grpo_lite.model import trainable_parameters
 from grpo_lite.optim import clipped_step
+from grpo_lite.policy.model import trainable_parameters
 from grpo_lite.rollout import Rollout
 
 

@@ -145,7 +145,7 @@ def warm_start(trainer: Any, source: str | None = None) -> dict[str, Any]:
     for mid-run, as the ``no_signal`` alarm's remedy); returns that record. ``trainer``: a GRPOTrainer
     (``draw.draw`` samples and scores its prompts with the run's settings in force)."""
     from grpo_lite.draw import draw
-    from grpo_lite.model import trainable_parameters
+    from grpo_lite.policy.model import trainable_parameters
 
     cfg, t0 = trainer.cfg.replace(warm_start=source or trainer.cfg.warm_start), time.perf_counter()
     if cfg.warm_start == "solutions":

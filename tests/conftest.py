@@ -27,14 +27,14 @@ warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
-    from grpo_lite.tiny import build_tiny_model
+    from grpo_lite.policy.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", initializer_range=0.3)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen_path(tmp_path_factory):
-    from grpo_lite.tiny import build_tiny_model
+    from grpo_lite.policy.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2", arch="qwen2", initializer_range=0.3)
 
@@ -77,11 +77,11 @@ def filled_once(tmp_path_factory, name: str, fill: Callable[[Path], None]) -> Pa
 
 
 def _first_uses_of_smollm2(cache: Path) -> None:
-    from grpo_lite.offline import SMOLLM2_VERSION
+    from grpo_lite.policy.offline import SMOLLM2_VERSION
 
     env = dict(os.environ, GRPO_LITE_CACHE=str(cache))
     env.pop("GRPO_LITE_SMOLLM2", None)
-    code = "from grpo_lite.offline import resolve_model; print(resolve_model('smollm2-135m-instruct'))"
+    code = "from grpo_lite.policy.offline import resolve_model; print(resolve_model('smollm2-135m-instruct'))"
     done = run_side_by_side([[sys.executable, "-c", code]] * 2, env)
     assert [d.returncode for d in done] == [0, 0], [d.stderr[-3000:] for d in done]
     assert {d.stdout.strip().splitlines()[-1] for d in done} == {str(cache / SMOLLM2_VERSION)}
@@ -96,7 +96,7 @@ def smollm2_cache(tmp_path_factory):
 
 
 def _build_demo_model(cache: Path) -> None:
-    from grpo_lite.demo import demo_model
+    from grpo_lite.apps.demo import demo_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRPO_LITE_CACHE", str(cache))
@@ -113,7 +113,7 @@ def demo_cache(tmp_path_factory):
 @pytest.fixture
 def smollm2(smollm2_cache, monkeypatch):
     """The converted folder; ``"smollm2-135m-instruct"`` resolves to it for the test."""
-    from grpo_lite.offline import SMOLLM2_VERSION
+    from grpo_lite.policy.offline import SMOLLM2_VERSION
 
     monkeypatch.setenv("GRPO_LITE_CACHE", str(smollm2_cache))
     return smollm2_cache / SMOLLM2_VERSION

@@ -5,7 +5,7 @@ import torch
 from conftest import digit_share
 from test_engine import make_cfg
 
-from grpo_lite import backends
+from grpo_lite.policy import backends
 from grpo_lite.trainer import GRPOTrainer
 
 # (requested, cuda, unsloth installed, expected backend or error text)
@@ -56,7 +56,7 @@ def test_importing_grpo_lite_does_not_import_unsloth():
     import subprocess
     import sys
 
-    code = "import sys, grpo_lite, grpo_lite.cli, rewards; print('unsloth' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, grpo_lite, grpo_lite.apps.cli, rewards; print('unsloth' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -67,7 +67,7 @@ def test_importing_grpo_lite_does_not_import_unsloth():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_unsloth_trains_a_few_steps_on_gpu(tmp_path):
     pytest.importorskip("unsloth")
-    from grpo_lite.tiny import build_tiny_model
+    from grpo_lite.policy.tiny import build_tiny_model
 
     path = build_tiny_model(
         tmp_path / "m",

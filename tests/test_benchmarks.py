@@ -81,7 +81,7 @@ def test_summaries_by_hand():
 
 
 def test_the_real_model_comparison_times_the_demos_task(smollm2):
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
     from grpo_lite.tasks.arithmetic import last_number_accuracy
 
     settings, rows, reward = compare_trl.speed_task(compare_trl.SMOLLM2)
@@ -197,7 +197,7 @@ def test_gpu_benchmark_plan():
 def test_gpu_benchmark_uses_the_real_shapes():
     from transformers import Qwen2Config
 
-    from grpo_lite.memory import ModelShape
+    from grpo_lite.policy.memory import ModelShape
 
     shape = ModelShape.from_config(Qwen2Config(**gpu.QWEN["0.5b"]))
     # Qwen2.5-0.5B: 494M parameters, of which 136M in the (tied) embedding
@@ -265,7 +265,7 @@ def test_gpu_benchmark_script_end_to_end_on_the_cpu(tmp_path):
 def test_fp32_stream_variant_rebuilds_the_path_before(tiny_qwen_path):
     """The benchmark's "before" variant: every 16-bit parameter but the 4-bit ones upcast to float32."""
     from grpo_lite import GRPOConfig
-    from grpo_lite.model import load_policy
+    from grpo_lite.policy.model import load_policy
 
     model, _ = load_policy(GRPOConfig(model=str(tiny_qwen_path), compute_dtype="bfloat16", lora_rank=4))
     lm = model.get_base_model()

@@ -8,10 +8,10 @@ from conftest import digit_share
 from test_cli import gsm8k_file, tiny_args  # noqa: F401 - gsm8k_file is a fixture
 from test_engine import make_cfg
 
+from grpo_lite.apps.cli import main
 from grpo_lite.callbacks import Callback
-from grpo_lite.cli import main
 from grpo_lite.run import RunDir
-from grpo_lite.run.rundir import REQUIRED
+from grpo_lite.run.files import REQUIRED
 from grpo_lite.trainer import GRPOTrainer
 
 KEYS = ("reward", "loss", "grad_norm", "completion_len_mean")

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from grpo_lite import GRPOConfig
-from grpo_lite.cli import build_parser, main
-from grpo_lite.gsm8k import SYSTEM_PROMPT, gold_answer, load_gsm8k
+from grpo_lite.apps.cli import build_parser, main
+from grpo_lite.apps.gsm8k import SYSTEM_PROMPT, gold_answer, load_gsm8k
 from grpo_lite.trainer import GRPOTrainer
 
 
@@ -174,7 +174,7 @@ def test_ctrl_c_saves_and_resume_continues(tiny_model_path, gsm8k_file, tmp_path
 
 def test_builtin_rewards_are_read_from_the_package_not_kept_by_hand():
     import rewards
-    from grpo_lite.cli import builtin_rewards, parse_rewards
+    from grpo_lite.apps.commands import builtin_rewards, parse_rewards
 
     names = builtin_rewards()
     assert {"math_accuracy", "last_number_accuracy", "json_exact", "code_unit_tests"} <= set(names)

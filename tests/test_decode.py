@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from grpo_lite.model import load_base_model, load_tokenizer
+from grpo_lite.policy.model import load_base_model, load_tokenizer
 from grpo_lite.rollout import completion_mask_and_truncation
 from grpo_lite.rollout.decode import decode, drops_by_default, filter_logits, sample_tokens
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from grpo_lite.__main__ import main
-from grpo_lite.demo import arithmetic_split
+from grpo_lite.apps.demo import arithmetic_split
 from grpo_lite.tasks.arithmetic import one_digit_split
 
 
@@ -66,9 +66,9 @@ def test_demo_command_improves_held_out_accuracy(tiny_demo, tmp_path, capsys):
     import torch
     from peft import PeftModel
 
-    from grpo_lite.demo import demo_model
+    from grpo_lite.apps.demo import demo_model
     from grpo_lite.evaluate import accuracy
-    from grpo_lite.model import load_base_model, load_tokenizer
+    from grpo_lite.policy.model import load_base_model, load_tokenizer
     from rewards import exact_answer
 
     base = load_base_model(str(demo_model()), load_in_4bit=True, device=torch.device("cpu"))
@@ -92,7 +92,7 @@ def test_demo_learns_in_bfloat16_on_the_cpu(tiny_demo, tmp_path):
     machine's build of the tiny model (its weights follow the CPU's kernels): +20 / +34 / +16 points
     for seeds 0-2 on the AMD machine, +10 / +1 / +15 on the Intel one with 1 thread. The strong check
     of bfloat16 learning is test_precision's (a dense reward, 30 steps, +0.5)."""
-    from grpo_lite.demo import run_demo
+    from grpo_lite.apps.demo import run_demo
 
     summary = run_demo(tmp_path / "bf16", model="tiny", seed=0, steps=80, compute_dtype="bfloat16")
     assert summary["compute_dtype"] == "bfloat16"
@@ -105,8 +105,8 @@ def test_demo_learns_in_bfloat16_on_the_cpu(tiny_demo, tmp_path):
 
 
 def test_the_demo_uses_a_gpu_when_one_answers_and_task_settings_can_be_overridden(smollm2, tmp_path):
-    from grpo_lite.cli import build_parser
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.cli import build_parser
+    from grpo_lite.apps.demo import demo_run
 
     assert demo_run("smollm2-135m-instruct", tmp_path, task="json").cfg.device is None  # auto: CUDA if any
     assert demo_run("smollm2-135m-instruct", tmp_path, task="json", device="cuda").cfg.device == "cuda"

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from grpo_lite import GRPOConfig
 from grpo_lite.callbacks import Callback
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
-from grpo_lite.model import keep_cpu_4bit_layout
+from grpo_lite.policy.model import keep_cpu_4bit_layout
 from grpo_lite.trainer import GRPOTrainer
 from grpo_lite.update import optimizer_step
 from rewards import RewardFunctionError
@@ -251,7 +251,7 @@ def test_bitsandbytes_kernels_message_is_silenced_and_nothing_else():
     import subprocess
     import sys
 
-    from grpo_lite.model import BNB_KERNEL_TRUST_MESSAGE, BNB_KERNELS_MESSAGE
+    from grpo_lite.policy.model import BNB_KERNEL_TRUST_MESSAGE, BNB_KERNELS_MESSAGE
 
     # The messages are also logged by hand on their loggers, so the filter is checked on every machine:
     # bitsandbytes only tries the Hub kernel on CPUs with AVX512-BF16.
@@ -269,7 +269,7 @@ def test_bitsandbytes_kernels_message_is_silenced_and_nothing_else():
         subprocess.run(
             [sys.executable, "-c", probe.format(first=first)], capture_output=True, text=True, env=env
         )
-        for first in ("", "import grpo_lite.model")
+        for first in ("", "import grpo_lite.policy.model")
     )
     for out in (bare.stderr, ours.stderr):
         assert "another bitsandbytes warning" in out and "another kernels warning" in out

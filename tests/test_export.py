@@ -11,7 +11,7 @@ from peft import PeftModel
 from test_engine import make_cfg
 from transformers import AutoModelForCausalLM
 
-from grpo_lite.cli import main
+from grpo_lite.apps.cli import main
 from grpo_lite.export import export, push_to_hub
 from grpo_lite.trainer import GRPOTrainer
 

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from grpo_lite.gguf import check_gguf, modelfile, ollama_template, write_gguf
-from grpo_lite.tiny import CHAT_TEMPLATE
+from grpo_lite.policy.tiny import CHAT_TEMPLATE
 
 TEXT = ["What is 12 + 30? The answer is 42.", "def f(x):\n    return x * 2", '{"ok": true, "n": [1, 2, 3]}',
         "Name three colours: red, green and blue."] * 20  # fmt: skip
@@ -247,7 +247,7 @@ def byte_level_run(tmp_path_factory):
 
 
 def test_export_run_gguf_end_to_end(byte_level_run, capsys):
-    from grpo_lite.cli import main
+    from grpo_lite.apps.cli import main
     from grpo_lite.run import RunDir
 
     best = RunDir(byte_level_run).best()

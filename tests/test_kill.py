@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from grpo_lite.run import RunDir, read_metrics
-from grpo_lite.run.rundir import is_complete
+from grpo_lite.run.files import is_complete
 
 STEPS = 12
 CHILD = r"""

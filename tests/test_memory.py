@@ -6,8 +6,8 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 from grpo_lite import GRPOConfig, plan_memory
 from grpo_lite.logprobs import completion_logprobs
-from grpo_lite.memory import NF4_BYTES_PER_WEIGHT, ModelShape, estimate_parts, plan_for_config
-from grpo_lite.model import load_policy
+from grpo_lite.policy.memory import NF4_BYTES_PER_WEIGHT, ModelShape, estimate_parts, plan_for_config
+from grpo_lite.policy.model import load_policy
 
 # Qwen/Qwen2.5-1.5B-Instruct's config.json, the numbers that matter (no Hub needed).
 QWEN_1_5B = Qwen2Config(
@@ -53,7 +53,7 @@ def test_issue_target_1_5b_at_g8_512_tokens_is_planned_under_5gb():
 @pytest.fixture(scope="module")
 def measured_model(tmp_path_factory):
     """A 4-bit LoRA policy loaded the way training loads it, on the CPU."""
-    from grpo_lite.tiny import build_tiny_model
+    from grpo_lite.policy.tiny import build_tiny_model
 
     path = build_tiny_model(
         tmp_path_factory.mktemp("mem") / "m", hidden_size=128, num_layers=3, num_heads=4,

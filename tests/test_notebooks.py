@@ -15,8 +15,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 @pytest.fixture(scope="module")
 def offline_env(smollm2_cache, demo_cache, tmp_path_factory):
     """Offline mode, with a cache holding the session's SmolLM2 and tiny demo model (conftest)."""
-    from grpo_lite.demo import MODEL_VERSION
-    from grpo_lite.offline import SMOLLM2_VERSION
+    from grpo_lite.apps.arith_model import MODEL_VERSION
+    from grpo_lite.policy.offline import SMOLLM2_VERSION
 
     cache = tmp_path_factory.mktemp("notebook-cache")
     (cache / SMOLLM2_VERSION).symlink_to(smollm2_cache / SMOLLM2_VERSION)

@@ -12,7 +12,7 @@ import torch
 from conftest import digit_share, run_side_by_side
 from test_engine import make_cfg
 
-from grpo_lite.offline import (
+from grpo_lite.policy.offline import (
     SMOLLM2,
     SMOLLM2_GGUF,
     ModelUnavailable,
@@ -24,7 +24,7 @@ from rewards import completion_text
 RACER = """
 import os, sys, time
 from pathlib import Path
-from grpo_lite.offline import build_once
+from grpo_lite.policy.offline import build_once
 
 target, me = Path(sys.argv[1]), sys.argv[2]
 
@@ -146,7 +146,7 @@ def gguf_bpe(gguf_file: Path):
 
 @pytest.mark.slow
 def test_the_tokenizer_gives_the_ids_the_gguf_vocabulary_implies(smollm2):
-    from grpo_lite.model import load_tokenizer
+    from grpo_lite.policy.model import load_tokenizer
 
     tok = load_tokenizer(SMOLLM2)
     encode, vocab = gguf_bpe(smollm2 / SMOLLM2_GGUF)
@@ -200,7 +200,7 @@ def test_special_tokens_follow_the_gguf_whatever_the_loader_said(smollm2):
 
     from transformers import AutoTokenizer
 
-    from grpo_lite.offline import align_special_tokens, check_vocabulary
+    from grpo_lite.policy.offline import align_special_tokens, check_vocabulary
 
     tok = AutoTokenizer.from_pretrained(smollm2)
     tok.eos_token = tok.convert_ids_to_tokens(1)  # what the older loader gave

@@ -96,7 +96,7 @@ def test_packing_in_bfloat16_stays_within_bf16s_precision(tiny_model_path):
 def test_packed_equals_plain_on_smollm2(smollm2):
     """The real model (4-bit NF4 + LoRA as training loads it), a prompt shared by 4 completions."""
     from grpo_lite.config import GRPOConfig
-    from grpo_lite.model import load_policy
+    from grpo_lite.policy.model import load_policy
 
     model, tok = load_policy(GRPOConfig(model=str(smollm2), output_dir="unused", device="cpu", lora_rank=8))
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is 7 + 8?"}], tokenize=False,

@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 
 from grpo_lite import GRPOConfig
 from grpo_lite.logprobs import adapters_disabled, completion_logprobs
-from grpo_lite.precision import LossScaler, resolve_compute_dtype
+from grpo_lite.policy.precision import LossScaler, resolve_compute_dtype
 from grpo_lite.rollout import Sampling, generate
 from grpo_lite.trainer import GRPOTrainer
 from grpo_lite.update import logps_no_grad
@@ -161,7 +161,7 @@ def _one_update(path, out, dtype_name, rollout):
 def smooth_qwen_path(tmp_path_factory):
     """A tiny Qwen2 at the usual init scale (0.02): the 0.3-scale test model's logits are so peaked
     that one rounding of its 16-bit head moves a log-prob by 0.4, which no precision path can fix."""
-    from grpo_lite.tiny import build_tiny_model
+    from grpo_lite.policy.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("smooth") / "qwen2", arch="qwen2")
 

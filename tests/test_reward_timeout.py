@@ -9,7 +9,8 @@ from test_engine import make_cfg
 
 from grpo_lite.notebook.editor import try_reward
 from grpo_lite.trainer import GRPOTrainer
-from rewards.combine import RewardTimeout, call_bounded, combine
+from rewards.bounded_call import RewardTimeout, call_bounded
+from rewards.combine import combine
 
 KW = {"prompts": ["p"], "completions": ["c"]}
 

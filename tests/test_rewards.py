@@ -179,7 +179,7 @@ def test_overlong_penalty_characters(length, expected):
 
 
 def test_overlong_penalty_counts_tokens_with_a_tokenizer(tiny_model_path):
-    from grpo_lite.model import load_tokenizer
+    from grpo_lite.policy.model import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_path))
     fn = overlong_penalty(max_length=4, cache_length=2, tokenizer=tok)

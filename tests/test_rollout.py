@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from grpo_lite.model import load_tokenizer
+from grpo_lite.policy.model import load_tokenizer
 from grpo_lite.rollout import (
     Sampling,
     completion_mask_and_truncation,
@@ -54,7 +54,7 @@ def test_long_prompts_lose_their_beginning(tiny_model_path):
 
 
 def test_generate_groups_masks_and_text(tiny_model_path):
-    from grpo_lite.model import load_base_model
+    from grpo_lite.policy.model import load_base_model
 
     tok = load_tokenizer(str(tiny_model_path))
     model = load_base_model(str(tiny_model_path), load_in_4bit=True, device=torch.device("cpu"))
@@ -73,7 +73,7 @@ def test_generate_groups_masks_and_text(tiny_model_path):
 
 
 def test_stop_strings_end_completions(tiny_model_path):
-    from grpo_lite.model import load_base_model
+    from grpo_lite.policy.model import load_base_model
 
     tok = load_tokenizer(str(tiny_model_path))
     model = load_base_model(str(tiny_model_path), load_in_4bit=False, device=torch.device("cpu"))
@@ -102,7 +102,7 @@ def test_transformers_sampler_with_compile_rollouts_uses_a_static_cache(tiny_mod
     samples what it samples with its dynamic one (same seed)."""
     from transformers import GenerationMixin
 
-    from grpo_lite.model import load_base_model
+    from grpo_lite.policy.model import load_base_model
 
     tok = load_tokenizer(str(tiny_model_path))
     model = load_base_model(str(tiny_model_path), load_in_4bit=False, device=torch.device("cpu"))

@@ -13,8 +13,8 @@ from peft import PeftModel
 from trl import GRPOConfig as TRLConfig
 
 from grpo_lite import GRPOConfig
-from grpo_lite.cli import main
-from grpo_lite.scale_out import NO_EQUIVALENT, SAME_VALUE, scale_out, trl_args
+from grpo_lite.apps.cli import main
+from grpo_lite.apps.scale_out import NO_EQUIVALENT, SAME_VALUE, scale_out, trl_args
 from rewards import math_accuracy, strict_format
 
 
@@ -161,7 +161,7 @@ def test_generated_script_trains_with_trl_on_cpu_and_adapter_loads(tiny_model_pa
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "'rewards/short_answer/mean'" in run.stdout  # our reward ran inside TRL, unchanged
-    from grpo_lite.model import load_base_model
+    from grpo_lite.policy.model import load_base_model
 
     base = load_base_model(str(tiny_model_path), load_in_4bit=True, device=torch.device("cpu"))
     model = PeftModel.from_pretrained(base, out / "adapter")
@@ -173,7 +173,7 @@ def test_generated_script_trains_with_trl_on_cpu_and_adapter_loads(tiny_model_pa
 
 
 def test_seeking_signal_is_named_not_dropped(tmp_path, caplog):
-    from grpo_lite.scale_out import not_carried
+    from grpo_lite.apps.scale_out import not_carried
 
     cfg = GRPOConfig(model="m", dynamic_sampling=True, warm_start="own", rest_tied_after=2)
     said = not_carried(cfg)

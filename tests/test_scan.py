@@ -8,7 +8,7 @@ from test_cli import gsm8k_file, tiny_args  # noqa: F401  (a fixture)
 from test_dynamic import fake_draw, signal_where_told
 
 from grpo_lite import GRPOConfig
-from grpo_lite.cli import main
+from grpo_lite.apps.cli import main
 from grpo_lite.scan import report_text, summarize
 from grpo_lite.trainer import GRPOTrainer
 

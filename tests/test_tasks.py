@@ -268,7 +268,7 @@ def test_an_unknown_task_lists_the_valid_ones(capsys):
 
 
 def test_naive_only_where_a_task_has_one_and_tiny_only_for_arithmetic():
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
 
     with pytest.raises(ValueError, match="task 'json' has no naive reward; tasks with one: code, reasoning"):
         demo_run("smollm2-135m-instruct", "unused", task="json", naive=True)
@@ -375,7 +375,7 @@ def test_two_steps_of_each_task_on_smollm2_with_a_reward_edited_mid_run(smollm2,
     after step 1 (all rewards halved) is what step 2 is scored with."""
     import torch
 
-    from grpo_lite.demo import demo_run
+    from grpo_lite.apps.demo import demo_run
     from grpo_lite.trainer import GRPOTrainer
     from rewards import source_of
 

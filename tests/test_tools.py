@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from grpo_lite.alarms import Alarm, check_alarms, remedy_for
+from grpo_lite.apps.tool_demo import EXAMPLE
 from grpo_lite.config import GRPOConfig
 from grpo_lite.loss import grpo_loss
 from grpo_lite.rollout.turns import decode_with_tools
-from grpo_lite.tool_demo import EXAMPLE
 from grpo_lite.tools import Hermes, Plain, ToolBox, ToolCall, tool_format
 
 # The tool part of Qwen2.5-Instruct's chat template (its tools header abridged): what ``hermes`` renders.
@@ -296,7 +296,7 @@ def smol(smollm2_cache):
     """SmolLM2-135M-Instruct in float32 (the session's converted copy) and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grpo_lite.offline import SMOLLM2_VERSION
+    from grpo_lite.policy.offline import SMOLLM2_VERSION
 
     path = smollm2_cache / SMOLLM2_VERSION
     return AutoModelForCausalLM.from_pretrained(
@@ -418,7 +418,7 @@ def test_a_row_that_ended_while_another_waits_for_its_tool_writes_nothing_more(s
             out.append(script[r][min(written[r], len(script[r]) - 1)])
         return torch.tensor(out)
 
-    from grpo_lite.rollout.turns import _Rows
+    from grpo_lite.rollout.turn_rows import Rows as _Rows
 
     real_append = _Rows.append
 
@@ -557,8 +557,8 @@ def test_training_with_the_python_tool_end_to_end_and_max_tool_calls_steered(
     """Two GRPO steps of SmolLM2 (4-bit + LoRA) with the python tool, sampled by the merged copy or the
     4-bit model with its adapter: rewards get the exchange and the counts, metrics count the calls, the
     LoRA moves; max_tool_calls steered to 0 stops the calls."""
+    from grpo_lite.apps.tool_demo import multiplication_split, tool_demo_config
     from grpo_lite.callbacks import Callback
-    from grpo_lite.tool_demo import multiplication_split, tool_demo_config
     from grpo_lite.trainer import GRPOTrainer
 
     seen = []
@@ -662,7 +662,8 @@ def test_alarms_fire_when_tool_calls_explode_or_always_fail():
 
 
 def test_the_command_line_takes_the_built_in_tools():
-    from grpo_lite.cli import build_parser, config_from_args
+    from grpo_lite.apps.cli import build_parser
+    from grpo_lite.apps.commands import config_from_args
 
     args = build_parser().parse_args(["train", "--model", "m", "--tools", "python", "--max-tool-calls", "3",
                                       "--tool-format", "plain", "--tool-timeout", "2.5"])  # fmt: skip
@@ -701,7 +702,7 @@ def test_the_dashboard_steers_max_tool_calls(tiny_model_path, sum_rows, tmp_path
 
 
 def test_scale_out_refuses_to_hand_a_run_with_tools_to_trl():
-    from grpo_lite.scale_out import trl_args
+    from grpo_lite.apps.scale_out import trl_args
 
     with pytest.raises(
         ValueError, match=r"GRPOConfig.tools=\['python'\]: scale-out does not hand runs with tools"

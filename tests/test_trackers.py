@@ -14,8 +14,8 @@ import pytest
 from conftest import digit_share
 
 from grpo_lite import GRPOConfig
+from grpo_lite.apps.scale_out import trl_args
 from grpo_lite.callbacks import Callback
-from grpo_lite.scale_out import trl_args
 from grpo_lite.trainer import GRPOTrainer
 
 STEPS = 4
@@ -259,7 +259,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in names or m in names or
 def test_scale_out_maps_trackers_to_trl():
     fields = ["report_to", "log_completions", "run_name", "learning_rate", "lr_scheduler_type",
               "per_device_train_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"]  # fmt: skip
-    from grpo_lite.scale_out import SAME_VALUE
+    from grpo_lite.apps.scale_out import SAME_VALUE
 
     fields += list(SAME_VALUE.values())
     args = trl_args(
@@ -323,7 +323,8 @@ def test_tensorboard_in_a_real_browser(run):
 
 
 def test_report_to_from_the_command_line():
-    from grpo_lite.cli import build_parser, config_from_args
+    from grpo_lite.apps.cli import build_parser
+    from grpo_lite.apps.commands import config_from_args
 
     args = build_parser().parse_args(["train", "--model", "m", "--report-to", "trackio", "tensorboard",
                                       "--run-name", "r1", "--log-completions-every", "3"])  # fmt: skip

@@ -8,7 +8,7 @@ import torch
 from test_dynamic import fake_draw
 
 from grpo_lite import GRPOConfig
-from grpo_lite.model import trainable_parameters
+from grpo_lite.policy.model import trainable_parameters
 from grpo_lite.trainer import GRPOTrainer
 from grpo_lite.warm_start import (
     batch_of,

@@ -34,7 +34,7 @@ def write_checked_gguf(merged: Any, info: dict[str, Any], source: Path, dest: Pa
     """Write the merged model (float32) as ``dest/RUN-step-N-TYPE.gguf`` with ``dest/Modelfile``, read the
     file back and check it (``check.check_gguf``); the report also goes to ``dest/gguf_check.json``.
     Raises when the check fails. ``info``: the run's (``export.run_info``); ``source``: the checkpoint."""
-    from grpo_lite.model import load_tokenizer
+    from grpo_lite.policy.model import load_tokenizer
 
     config = info["config"]
     architecture(merged.config)  # an architecture without a mapping: refused before any writing

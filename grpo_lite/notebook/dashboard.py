@@ -11,7 +11,6 @@ and Colab alike.
 from __future__ import annotations
 
 import html
-import io
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,8 +21,9 @@ import ipywidgets as W
 from grpo_lite.alarms import Alarm, alarms_of
 from grpo_lite.callbacks import Callback
 from grpo_lite.notebook import panels
-from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls, error_html
-from grpo_lite.notebook.editor import apply_reward, try_reward
+from grpo_lite.notebook.branching import Branching
+from grpo_lite.notebook.controls import CheckpointList, RemedyButtons, WeightControls
+from grpo_lite.notebook.editor import RewardEditing
 from grpo_lite.notebook.kernel import (
     can_pump_events,
     current_kernel,
@@ -33,7 +33,7 @@ from grpo_lite.notebook.kernel import (
 )
 
 
-class Dashboard(Callback):
+class Dashboard(RewardEditing, Branching, Callback):
     """``Dashboard(trainer, eval_rows=held_out, eval_reward=math_accuracy).train()``."""
 
     def __init__(
@@ -209,94 +209,6 @@ class Dashboard(Callback):
         steering.pause() if change["new"] else steering.resume()
         self.pause_button.description = "resume" if change["new"] else "pause"
 
-    def _load_source(self) -> None:
-        reward = next((r for r in self.trainer.rewards.rewards if r.name == self.reward_picker.value), None)
-        if reward is not None:  # a new reward not yet applied keeps its draft
-            self.source.value = reward.source
-
-    def _refresh_picker(self) -> None:
-        names = self.trainer.rewards.names
-        drafts = [n for n in self.reward_picker.options if n not in names and n == self.reward_picker.value]
-        if list(self.reward_picker.options) != names + drafts:
-            value = self.reward_picker.value if self.reward_picker.value in names + drafts else names[0]
-            self.reward_picker.options = names + drafts
-            self.reward_picker.value = value
-
-    def new_reward(self) -> str:
-        """A draft reward in the editor (Test, then Apply adds it at the next step with weight 1)."""
-        taken, k = set(self.trainer.rewards.names) | set(self.reward_picker.options), 1
-        name = "new_reward"
-        while name in taken:
-            k += 1
-            name = f"new_reward_{k}"
-        self.reward_picker.options = [*self.reward_picker.options, name]
-        self.reward_picker.value = name
-        self.source.value = (
-            f"def {name}(prompts, completions, **kwargs):\n    return [0.0 for _ in completions]\n"
-        )
-        return name
-
-    def remove_reward(self) -> None:
-        """Remove the picked reward at the next step (refused for the last one)."""
-        try:
-            self.trainer.steering.remove_reward(self.reward_picker.value)
-            self.editor_output.value = (
-                f"{html.escape(self.reward_picker.value)} will be removed at the next step"
-            )
-        except ValueError as err:
-            self.editor_output.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
-
-    def branch(self, step: int) -> Any:
-        """Rewind to the checkpoint of ``step`` and go on with a branch of the run (see
-        ``GRPOTrainer.branch``): the dashboard switches to it and draws the parent's curves dimmed;
-        ``dashboard.train()`` trains it. Refused while a run is training (stop it first); asked for
-        while a stopped run is still writing its checkpoint, it happens as soon as the run has ended."""
-        with self._ending:
-            if self._training:
-                if self.trainer.steering.stop_requested:
-                    self._branch_when_stopped = step
-                    self.status.value = f"the run is stopping: branching from step {step} once it has"
-                else:
-                    self.status.value = error_html("stop the run before branching")
-                return None
-        return self._switch_to_branch(step)
-
-    def branch_clicked(self, step: int) -> None:
-        """The "branch from here" button: :meth:`branch`, with a failure shown in the status line (a
-        widget callback's exception would only reach the kernel's log)."""
-        try:
-            self.branch(step)
-        except Exception as err:
-            self.status.value = error_html(f"branching from step {step} failed: {type(err).__name__}: {err}")
-
-    def _switch_to_branch(self, step: int) -> Any:
-        parent = self.trainer
-        child = parent.branch(step)
-        parent.callbacks.remove(self)
-        child.callbacks.append(self)
-        self.parent_history, self.trainer = list(self.history), child
-        self.history = list(child.history)
-        self.eval_points = [p for p in self.eval_points if p[0] <= step]
-        self.alarms = [a for a in self.alarms if a.step <= step]
-        self._refresh_picker()
-        self.weights.refresh()
-        self.checkpoints.refresh()
-        self.status.value = (
-            f"branched from step {step} into {html.escape(str(child.run_dir))}; train() goes on from there"
-        )
-        self.redraw()
-        return child
-
-    def test_edit(self) -> None:
-        """Run the edited source on the latest completions, next to the current function's scores."""
-        result = try_reward(self.source.value, self.reward_picker.value, self.trainer.last_rollout)
-        self.editor_output.value = panels.try_result_html(result)
-
-    def apply_edit(self) -> None:
-        """Swap the edited function in at the next step, unless it fails its test."""
-        result = apply_reward(self.trainer, self.reward_picker.value, self.source.value)
-        self.editor_output.value = panels.try_result_html(result)
-
     # ---- callbacks from the trainer -----------------------------------------------------------------
     def on_train_begin(self, trainer: Any) -> None:
         self._training = True
@@ -354,13 +266,7 @@ class Dashboard(Callback):
         return acc
 
     def figure_png(self) -> bytes:
-        fig = panels.curves_figure(self.history, self.eval_points, parent=self.parent_history)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        return buffer.getvalue()
+        return panels.curves_png(self.history, self.eval_points, parent=self.parent_history)
 
     def redraw(self) -> None:
         self._last_draw = time.monotonic()

@@ -90,6 +90,19 @@ def compare_html(rows: list[tuple[str, str, str]]) -> str:
     return TABLE.format(head + "".join(_row(*r) for r in rows))
 
 
+def curves_png(history: list[dict[str, Any]], eval_points: list[Any], *, parent: Any = None) -> bytes:
+    """:func:`curves_figure` as PNG bytes (the figure closed after)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, eval_points, parent=parent)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def curves_figure(
     history: list[dict[str, Any]],
     eval_points: list[tuple[int, float]],

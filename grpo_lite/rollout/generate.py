@@ -158,17 +158,26 @@ def generate(
             )  # fmt: skip
     finally:
         model.train(was_training)
+    return _rollout(tokenizer, texts, ids.to(device), mask.to(device), completion_ids, group_size=group_size,
+                    eos_ids=eos_ids, stop_strings=stop_strings)  # fmt: skip
+
+
+def _rollout(
+    tokenizer: Any, texts: list[str], ids: torch.Tensor, mask: torch.Tensor, completion_ids: torch.Tensor, *,
+    group_size: int, eos_ids: Any, stop_strings: tuple[str, ...],
+) -> Rollout:  # fmt: skip
+    """The sampled ids as a Rollout: their text, which ended by a stop string or EOS, which ran out."""
     # the text needs the ids on the CPU (one copy); the tensors stay on the device for the whole step
     raw = [
         tokenizer.decode(row, skip_special_tokens=True) for row in _cut_at_eos(completion_ids.cpu(), eos_ids)
     ]
     ended_by_stop = torch.tensor([any(r.endswith(s) for s in stop_strings) for r in raw], dtype=torch.bool)
     comp_mask, truncated = completion_mask_and_truncation(
-        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop.to(device)
+        completion_ids, eos_ids, tokenizer.pad_token_id, ended_by_stop.to(ids.device)
     )
     return Rollout(
-        prompt_ids=ids.to(device).repeat_interleave(group_size, dim=0),
-        prompt_mask=mask.to(device).repeat_interleave(group_size, dim=0),
+        prompt_ids=ids.repeat_interleave(group_size, dim=0),
+        prompt_mask=mask.repeat_interleave(group_size, dim=0),
         completion_ids=completion_ids,
         completion_mask=comp_mask,
         truncated=truncated,

@@ -37,15 +37,14 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from grpo_lite.rollout.cache import cache_argument
 from grpo_lite.rollout.decode import _stop_criteria, sample_tokens
-
-TAIL = 32  # tokens looked at to find a stop string at the end of a row
+from grpo_lite.rollout.turn_rows import Ends, Rows, Turns
 
 
 @dataclass
@@ -62,20 +61,6 @@ class ToolUse:
         return self.box.schemas if self.format.name == "hermes" else None
 
 
-@dataclass
-class Turns:
-    """What the loop produced, N rows."""
-
-    completion_ids: torch.Tensor  # (N, T) the model's tokens and the tools' answers, pad after the end
-    lengths: torch.Tensor  # (N,) tokens in each completion (model and tool)
-    tool_mask: torch.Tensor  # (N, T) 1 on the tools' answers
-    truncated: torch.Tensor  # (N,) bool: the budget ran out
-    exchanges: list[list[dict[str, Any]]]  # (N,) each row's turns: {"role": "assistant", "content"} and
-    #                                        {"role": "tool", "name", "arguments", "content", "failed", "seconds"}
-    tool_seconds: float = 0.0  # wall time the loop waited for tools' answers with nothing to decode
-    sampled_logps: list[list[float]] = field(default_factory=list)  # (N,) per model token, when asked
-
-
 @torch.no_grad()
 def decode_with_tools(
     model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, group_size: int, max_new_tokens: int,
@@ -89,9 +74,9 @@ def decode_with_tools(
     # one prefill per prompt, shared by its G rows: the cache, (n, V) logits, (n, L) attention over the
     # cache's positions, (n,) each row's next position
     cache, logits, attention, next_pos = _prefill_prompts(model, arg, prompt_ids, prompt_mask, group_size)
-    rows = _Rows(N, max_new_tokens, pad_id, device, tokenizer)
+    rows = Rows(N, max_new_tokens, pad_id, device, tokenizer)
     stops = _stop_criteria(tokenizer, tuple(stop_strings) + tuple(tool_format.stop_strings))
-    rules = _Ends(eos_ids, tuple(stop_strings), stops, tool_format, max_tool_calls, max_new_tokens)
+    rules = Ends(eos_ids, tuple(stop_strings), stops, tool_format, max_tool_calls, max_new_tokens)
     order = list(range(N))  # the row of each sequence in the cache
     hot = set(order)  # rows whose ``logits`` are fresh: they sample next
     pending: dict[int, tuple[Any, Future[Any]]] = {}  # waiting row -> (its call, its answer to come)
@@ -108,16 +93,8 @@ def decode_with_tools(
             feed = {r: tokens.pop(0) for r, tokens in queued.items()}  # row -> the token it feeds this step
             # 2. one token for each row with fresh logits; the calls that end go to the workers at once
             if hot:
-                token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                      noise=noise[: len(order)]).tolist()  # fmt: skip
-                lp = torch.log_softmax(logits.float() / temperature, dim=-1) if with_logps else None
-                sampled: dict[int, int] = {}  # row -> the token it sampled
-                for i, r in enumerate(order):
-                    if r in hot:
-                        rows.append(r, [token[i]])
-                        sampled[r] = token[i]
-                        if lp is not None:
-                            rows.logps[r].append(float(lp[i, token[i]]))
+                sampled = _sample_hot(logits, noise[: len(order)], order, hot, rows, (temperature, top_k, top_p),
+                                      with_logps)  # fmt: skip
                 for r, call in rules.apply(rows, sampled).items():
                     pending[r] = (call, pool.submit(toolbox.call, call))
                 feed |= sampled  # the rows that ended left ``sampled``; the callers still feed their call
@@ -133,24 +110,56 @@ def decode_with_tools(
             # scattered times, and a done row kept in the batch costs a masked pad every step
             done = [i for i, r in enumerate(order) if r not in feed and r not in pending]
             if done:
-                keep = torch.tensor([i for i in range(len(order)) if i not in set(done)], device=device)
-                cache.batch_select_indices(keep)
-                order = [order[i] for i in keep.tolist()]
-                attention, next_pos, logits = attention[keep], next_pos[keep], logits[keep]
+                order, attention, next_pos, logits = _drop(cache, done, order, attention, next_pos, logits)
             # 3. one token per row through the model: sampled or an answer's, a masked pad for the waiting
-            fed = torch.tensor([r in feed for r in order], device=device)
-            token_in = torch.tensor([feed.get(r, pad_id) for r in order], device=device)
-            attention = torch.cat([attention, fed.to(attention.dtype)[:, None]], dim=1)
-            out = model(input_ids=token_in[:, None], attention_mask=attention, position_ids=next_pos[:, None],
-                        use_cache=True, **{arg: cache})  # fmt: skip
-            next_pos = next_pos + fed.long()
-            logits = out.logits[:, -1]  # (n, V), fresh for the rows that fed a token
+            attention, next_pos, logits = _feed(model, arg, cache, order, feed, pad_id, attention, next_pos)
             # a row samples next when it fed its own token or its answer's last one
             hot = {r for r in feed if r not in pending and not queued.get(r)}
             queued = {r: tokens for r, tokens in queued.items() if tokens}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return rows.turns(waited, with_logps)
+
+
+def _drop(cache: Any, done: list[int], order: list[int], *tensors: torch.Tensor) -> tuple[Any, ...]:
+    """The rows at the indices ``done`` out of the batch: from the cache, ``order`` and each tensor."""
+    keep = torch.tensor([i for i in range(len(order)) if i not in set(done)], device=tensors[0].device)
+    cache.batch_select_indices(keep)
+    return ([order[i] for i in keep.tolist()], *(t[keep] for t in tensors))
+
+
+def _feed(
+    model: Any, arg: str, cache: Any, order: list[int], feed: dict[int, int], pad_id: int,
+    attention: torch.Tensor, next_pos: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One token per row in ``order`` through the model (a masked pad for a row not in ``feed``);
+    the attention mask, next positions and (n, V) last logits after it."""
+    device = attention.device
+    fed = torch.tensor([r in feed for r in order], device=device)
+    token_in = torch.tensor([feed.get(r, pad_id) for r in order], device=device)
+    attention = torch.cat([attention, fed.to(attention.dtype)[:, None]], dim=1)
+    out = model(input_ids=token_in[:, None], attention_mask=attention, position_ids=next_pos[:, None],
+                use_cache=True, **{arg: cache})  # fmt: skip
+    return attention, next_pos + fed.long(), out.logits[:, -1]
+
+
+def _sample_hot(
+    logits: torch.Tensor, noise: torch.Tensor, order: list[int], hot: set[int], rows: Any,
+    sampling: tuple[float, int, float], with_logps: bool,
+) -> dict[int, int]:  # fmt: skip
+    """One token for each row with fresh logits (``hot``), appended to its row (with its log-prob when
+    asked); returns row -> the token it sampled."""
+    temperature, top_k, top_p = sampling
+    token = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, noise=noise).tolist()
+    lp = torch.log_softmax(logits.float() / temperature, dim=-1) if with_logps else None
+    sampled: dict[int, int] = {}
+    for i, r in enumerate(order):
+        if r in hot:
+            rows.append(r, [token[i]])
+            sampled[r] = token[i]
+            if lp is not None:
+                rows.logps[r].append(float(lp[i, token[i]]))
+    return sampled
 
 
 def _prefill_prompts(
@@ -165,126 +174,3 @@ def _prefill_prompts(
     logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (N, V)
     attention = prompt_mask.repeat_interleave(group_size, dim=0)  # (N, P)
     return cache, logits, attention, positions[:, -1].repeat_interleave(group_size) + 1
-
-
-@dataclass(frozen=True)
-class _Ends:
-    """Where a row's turn ends: EOS or a stop string (done), the token budget (done, truncated), a
-    complete tool call (it waits for the answer), a call past ``max_tool_calls`` (done, unrun)."""
-
-    eos_ids: list[int]
-    user_stops: tuple[str, ...]
-    stops: Any  # transformers' StopStringCriteria over the user's stop strings and the format's
-    tool_format: Any
-    max_tool_calls: int
-    max_new_tokens: int
-
-    def apply(self, rows: _Rows, fed: dict[int, int]) -> dict[int, Any]:
-        """Check the rows that just sampled the tokens ``fed`` (row -> token); the ones that are done
-        leave ``fed`` and have their last turn closed. Returns the calls to run: row -> call (those
-        rows still feed their last token, so that the cache holds the whole call)."""
-        ended = {r for r, t in fed.items() if t in self.eos_ids}
-        live = [r for r in fed if r not in ended]
-        calls: dict[int, Any] = {}
-        for r, hit in zip(live, self.stops(rows.tails(live), None).tolist() if live else [], strict=True):
-            if not hit:
-                continue
-            text = rows.segment_text(r)
-            if any(text.endswith(s) for s in self.user_stops):
-                ended.add(r)
-            elif (call := self.tool_format.parse(text)) is not None and rows.calls[r] >= self.max_tool_calls:
-                ended.add(r)  # a call past max_tool_calls ends the answer, unrun
-            elif call is not None:
-                rows.close_segment(r)
-                calls[r] = call
-        for r in live:
-            if r not in ended and r not in calls and rows.length[r] >= self.max_new_tokens:
-                ended.add(r)
-                rows.truncated[r] = True
-        for r in ended:
-            rows.close_segment(r)
-            fed.pop(r)  # done: nothing more goes into its cache
-        return calls
-
-
-class _Rows:
-    """The completions being written: ids, tool mask, lengths, segments, the exchange of each row."""
-
-    def __init__(
-        self, N: int, max_new_tokens: int, pad_id: int, device: torch.device, tokenizer: Any
-    ) -> None:
-        self.ids = torch.full((N, max_new_tokens), pad_id, dtype=torch.long)  # (N, T) on the CPU
-        self.tool = torch.zeros((N, max_new_tokens), dtype=torch.long)  # (N, T)
-        self.length, self.calls, self.segment_start = [0] * N, [0] * N, [0] * N
-        self.truncated = [False] * N
-        self.exchanges: list[list[dict[str, Any]]] = [[] for _ in range(N)]
-        self.logps: list[list[float]] = [[] for _ in range(N)]
-        self.max_new_tokens, self.pad_id, self.device, self.tokenizer = (
-            max_new_tokens,
-            pad_id,
-            device,
-            tokenizer,
-        )
-
-    def append(self, r: int, tokens: list[int], *, tool: bool = False) -> None:
-        n = self.length[r]
-        if n + len(tokens) > self.max_new_tokens:  # a slice past the end would drop them silently
-            raise RuntimeError(
-                f"row {r}: {n} + {len(tokens)} tokens past max_new_tokens={self.max_new_tokens}"
-            )
-        self.ids[r, n : n + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        self.tool[r, n : n + len(tokens)] = int(tool)
-        self.length[r] += len(tokens)
-
-    def tails(self, rs: list[int]) -> torch.Tensor:
-        """(len(rs), TAIL) the last TAIL tokens of rows ``rs``, left-padded: where stop strings are sought."""
-        out = torch.full((len(rs), TAIL), self.pad_id, dtype=torch.long)
-        for k, r in enumerate(rs):
-            tail = self.ids[r, max(0, self.length[r] - TAIL) : self.length[r]]
-            out[k, TAIL - len(tail) :] = tail
-        return out
-
-    def segment_text(self, r: int) -> str:
-        """What the model wrote since the last tool answer (or the start)."""
-        ids = self.ids[r, self.segment_start[r] : self.length[r]].tolist()
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-    def close_segment(self, r: int) -> None:
-        self.exchanges[r].append({"role": "assistant", "content": self.segment_text(r)})
-
-    def take_answers(
-        self, pending: dict[int, tuple[Any, Future[Any]]], tool_format: Any
-    ) -> dict[int, list[int]]:
-        """The answers that have come back (taken out of ``pending``), appended to their rows; returns
-        row -> the answer's tokens to feed, for the rows that go on (not those out of budget)."""
-        answers = {}
-        for r in [r for r, (_, future) in pending.items() if future.done()]:
-            call, future = pending.pop(r)
-            result = future.result()
-            tokens = self.answer(r, result, tool_format.render(call, result.output))
-            if tokens:
-                answers[r] = tokens
-        return answers
-
-    def answer(self, r: int, result: Any, rendered: str) -> list[int]:
-        """Append a tool's answer to row ``r``; the tokens to feed, [] when the budget is spent (the
-        row ends, truncated)."""
-        self.exchanges[r].append({"role": "tool", "name": result.name, "arguments": result.arguments,
-                                  "content": result.output, "failed": result.failed, "seconds": result.seconds})  # fmt: skip
-        self.calls[r] += 1
-        tokens = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        room = self.max_new_tokens - self.length[r]
-        if len(tokens) >= room:  # no room left to answer after it: the row ends, truncated
-            tokens, self.truncated[r] = tokens[:room], True
-        self.append(r, tokens, tool=True)
-        self.segment_start[r] = self.length[r]
-        return [] if self.truncated[r] else tokens
-
-    def turns(self, waited: float, with_logps: bool) -> Turns:
-        T = max(max(self.length), 1)
-        d = self.device
-        return Turns(
-            completion_ids=self.ids[:, :T].to(d), lengths=torch.tensor(self.length, device=d),
-            tool_mask=self.tool[:, :T].to(d), truncated=torch.tensor(self.truncated, dtype=torch.bool, device=d),
-            exchanges=self.exchanges, tool_seconds=waited, sampled_logps=self.logps if with_logps else [],
-        )  # fmt: skip

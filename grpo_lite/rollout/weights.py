@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from grpo_lite.logprobs import base_lm
-from grpo_lite.memory import device_memory_gb
+from grpo_lite.policy.memory import device_memory_gb
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ def choose_rollout_weights(cfg: Any, model: nn.Module, device: torch.device, dty
     The budget is the GPU's memory, or the machine's RAM on the CPU. ``"merged"`` asked for where
     the planner says the copy cannot fit: a warning with the numbers, then the adapter path.
     """
-    from grpo_lite.memory import plan_for_config
-    from grpo_lite.precision import dtype_name
+    from grpo_lite.policy.memory import plan_for_config
+    from grpo_lite.policy.precision import dtype_name
 
     if cfg.rollout_weights == "adapter":
         return "adapter"

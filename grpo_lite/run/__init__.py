@@ -9,7 +9,8 @@
 Nothing here imports the trainer.
 """
 
-from grpo_lite.run.rundir import RunDir, is_complete, read_metrics, read_state
+from grpo_lite.run.files import is_complete, read_metrics, read_state
+from grpo_lite.run.rundir import RunDir
 from grpo_lite.run.state import TrainerState, rng_state, set_rng_state
 
 __all__ = [

@@ -135,3 +135,11 @@ def clear_leftovers(folder: Path) -> list[str]:
             delete(entry)
             done.append(f"deleted {name}")
     return done
+
+
+def sync_folder(folder: Path) -> None:
+    """Every file of a folder on disk before it is renamed into place (a power cut, not only a kill)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())

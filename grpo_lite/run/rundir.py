@@ -21,7 +21,6 @@ one meaning of "latest".
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,49 +34,15 @@ from grpo_lite.run.atomic import (
     install_folder,
     new_temp_folder,
     remove,
+    sync_folder,
     write_text,
 )
+from grpo_lite.run.files import is_complete, read_metrics, read_state
 
-REQUIRED = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.pt", "state.json")
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "adapter", "summary.json", "reward_curve.png",
              "warm_start.json", "held_out.jsonl", "best.json")  # fmt: skip
 LINEAGE = "lineage.json"
 BEST = "best.json"
-
-
-def is_complete(checkpoint: Path) -> bool:
-    """A checkpoint folder with every required file and a readable state.json."""
-    if not all((checkpoint / name).is_file() for name in REQUIRED):
-        return False
-    try:
-        json.loads((checkpoint / "state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def read_state(checkpoint: Path) -> dict[str, Any]:
-    """A checkpoint's state.json (step, sampling, rewards, config, how the run trained)."""
-    return dict(json.loads((Path(checkpoint) / "state.json").read_text()))
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """A metrics log (``metrics.jsonl``) as a list of dicts; [] when there is none. A last line that a
-    kill cut short is skipped (a bad line before it is an error: the log was damaged otherwise)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    out = []
-    for i, line in enumerate(lines):
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            if i < len(lines) - 1:
-                raise ValueError(
-                    f"{path}: line {i + 1} is not JSON (the log was damaged): {line[:80]!r}"
-                ) from None
-    return out
 
 
 class RunDir:
@@ -290,7 +255,7 @@ class RunDir:
             if self.metrics_path.exists():
                 copy_file(self.metrics_path, tmp / "metrics.jsonl")
             (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-            _sync_folder(tmp)
+            sync_folder(tmp)
             install_folder(tmp, final)  # the same step saved again replaces it (e.g. stop after a save)
         except BaseException:
             remove(tmp)
@@ -312,11 +277,3 @@ class RunDir:
             remove(path)  # leaves its final name first: a kill mid-deletion leaves no half of it
             deleted.append(path)
         return deleted
-
-
-def _sync_folder(folder: Path) -> None:
-    """Every file of a folder on disk before it is renamed into place (a power cut, not only a kill)."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from grpo_lite.rollout import Sampling
+from grpo_lite.run.files import REQUIRED, is_complete
 from grpo_lite.run.rewards import restore_rewards, reward_origin
-from grpo_lite.run.rundir import REQUIRED, RunDir, is_complete
+from grpo_lite.run.rundir import RunDir
 from rewards import Combined
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from typing import Any
 
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -53,34 +54,8 @@ def confine(spec: dict) -> list[str]:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = spec["root"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for path in spec["read_only"]:
-        inside = root + path
-        if os.path.islink(path):
-            os.makedirs(os.path.dirname(inside), exist_ok=True)
-            os.symlink(os.readlink(path), inside)
-            continue
-        if os.path.isdir(path):
-            os.makedirs(inside, exist_ok=True)
-        elif os.path.exists(path):
-            os.makedirs(os.path.dirname(inside), exist_ok=True)
-            open(inside, "w").close()
-        else:
-            continue
-        mount(path, inside, None, MS_BIND | MS_REC)
-        locked = sum(flag for bit, flag in ST_FLAGS.items() if os.statvfs(path).f_flag & bit)
-        mount(None, inside, None, MS_REMOUNT | MS_BIND | MS_RDONLY | locked)
-    os.makedirs(root + "/dev")
-    for device in ("null", "zero", "random", "urandom"):
-        open(f"{root}/dev/{device}", "w").close()
-        mount(f"/dev/{device}", f"{root}/dev/{device}", None, MS_BIND)
-    for path in ("/tmp", "/work", "/proc"):
-        os.makedirs(root + path)
-    size = f"size={int(spec['disk'])},nr_inodes=65536"  # every writable place a tmpfs of the disk budget
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
-    mount("tmpfs", root + "/work", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=0777")
-    for name in os.listdir(spec["work"]):  # the run's files, copied in: the host folder stays out of reach
-        with open(os.path.join(spec["work"], name), "rb") as src, open(f"{root}/work/{name}", "wb") as dst:
-            dst.write(src.read())
+    _bind_read_only(root, spec["read_only"], mount)
+    _make_writable_places(root, spec, mount)
     mount(
         "proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC
     )  # while the host's is still visible
@@ -98,6 +73,44 @@ def confine(spec: dict) -> list[str]:
     check(libc.capset(ctypes.byref(header), sets), "dropping capabilities")
     os.chdir("/work")
     return spec["argv"]
+
+
+def _bind_read_only(root: str, paths: list[str], mount: Any) -> None:
+    """Each of ``paths`` (the interpreter's prefix, /usr, ...) bound read-only under ``root``, keeping the
+    flags its own mount locks (a bind mount cannot drop nosuid, nodev... when remounted read-only)."""
+    for path in paths:
+        inside = root + path
+        if os.path.islink(path):
+            os.makedirs(os.path.dirname(inside), exist_ok=True)
+            os.symlink(os.readlink(path), inside)
+            continue
+        if os.path.isdir(path):
+            os.makedirs(inside, exist_ok=True)
+        elif os.path.exists(path):
+            os.makedirs(os.path.dirname(inside), exist_ok=True)
+            open(inside, "w").close()
+        else:
+            continue
+        mount(path, inside, None, MS_BIND | MS_REC)
+        locked = sum(flag for bit, flag in ST_FLAGS.items() if os.statvfs(path).f_flag & bit)
+        mount(None, inside, None, MS_REMOUNT | MS_BIND | MS_RDONLY | locked)
+
+
+def _make_writable_places(root: str, spec: dict, mount: Any) -> None:
+    """A minimal /dev (null, zero, random, urandom) and /tmp and /work as tmpfs of the run's disk budget,
+    the run's files copied into /work: the host folder stays out of reach."""
+    os.makedirs(root + "/dev")
+    for device in ("null", "zero", "random", "urandom"):
+        open(f"{root}/dev/{device}", "w").close()
+        mount(f"/dev/{device}", f"{root}/dev/{device}", None, MS_BIND)
+    for path in ("/tmp", "/work", "/proc"):
+        os.makedirs(root + path)
+    size = f"size={int(spec['disk'])},nr_inodes=65536"  # every writable place a tmpfs of the disk budget
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
+    mount("tmpfs", root + "/work", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=0777")
+    for name in os.listdir(spec["work"]):  # the run's files, copied in: the host folder stays out of reach
+        with open(os.path.join(spec["work"], name), "rb") as src, open(f"{root}/work/{name}", "wb") as dst:
+            dst.write(src.read())
 
 
 class CapHeader(ctypes.Structure):

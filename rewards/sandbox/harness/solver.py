@@ -60,26 +60,7 @@ def solution_process(requests: int, replies: int, limits: dict) -> None:
     for line in reader:
         try:
             request = json.loads(line)
-            target: Any = handles[request["h"]]
-            op = request["op"]
-            args: Any = decode(request.get("args", []), handles.__getitem__)
-            if op == "call":
-                kwargs: Any = decode(request.get("kwargs", {"d": []}), handles.__getitem__)
-                result = target(*args, **kwargs)
-            elif op == "getattr":
-                result = getattr(target, args[0])
-            elif op == "getitem":
-                result = target[args[0]]
-            elif op == "len":
-                result = len(target)
-            elif op == "list":
-                result = list(target)
-            elif op == "contains":
-                result = args[0] in target
-            elif op == "eq":
-                result = target == handles[args[0]]
-            else:
-                raise ValueError(op)
+            result = _perform(request, handles)
             reply = answer(result)
         except BaseException as error:  # noqa: BLE001 - reported to the judge, which raises it in the test
             if isinstance(error, SystemExit):
@@ -87,6 +68,30 @@ def solution_process(requests: int, replies: int, limits: dict) -> None:
             reply = {"raise": [type(error).__name__, str(error)[:200]]}
         send(reply)
     os._exit(0)
+
+
+def _perform(request: dict, handles: list[Any]) -> Any:
+    """What one of the judge's requests asks of a handle: call it, read an attribute or item, ..."""
+    target: Any = handles[request["h"]]
+    op = request["op"]
+    args: Any = decode(request.get("args", []), handles.__getitem__)
+    if op == "call":
+        kwargs: Any = decode(request.get("kwargs", {"d": []}), handles.__getitem__)
+        return target(*args, **kwargs)
+    elif op == "getattr":
+        return getattr(target, args[0])
+    elif op == "getitem":
+        return target[args[0]]
+    elif op == "len":
+        return len(target)
+    elif op == "list":
+        return list(target)
+    elif op == "contains":
+        return args[0] in target
+    elif op == "eq":
+        return target == handles[args[0]]
+    else:
+        raise ValueError(op)
 
 
 def _set_limits(limits: dict) -> None:

@@ -16,17 +16,14 @@ on) before and after; summary.json, metrics.jsonl, reward_curve.png and the adap
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from grpo_lite.apps.arith_model import arithmetic_split, demo_model
 from grpo_lite.config import ComputeDtype, GRPOConfig
-from grpo_lite.offline import build_once, cache_dir
 from grpo_lite.run import RunDir
 from grpo_lite.run.atomic import write_text
 from grpo_lite.tasks import TASKS, get_task
@@ -34,69 +31,6 @@ from grpo_lite.tasks import TASKS, get_task
 DEMO_MODELS = ("smollm2-135m-instruct", "tiny")
 SIGNAL_FIELDS = ("dynamic_sampling", "max_extra_rounds", "prompt_order", "rest_tied_after", "warm_start",
                  "warm_start_steps")  # fmt: skip
-OPERANDS = 20  # tiny: problems a+b with a, b in [0, 20): 400 in all
-SPLIT_SEED = 1234  # fixed: the held-out problems must be the ones the cached model never saw
-P_RIGHT = 0.4  # share of correct labels in the warm start; the rest are a+b+1
-MODEL_VERSION = "tiny-arith-v1"
-
-
-def arithmetic_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The tiny model's task, (train rows, held-out rows): chat prompts ``a+b=``, answers in ``answer``."""
-    pairs = [(a, b) for a in range(OPERANDS) for b in range(OPERANDS)]
-    random.Random(SPLIT_SEED).shuffle(pairs)
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+{b}="}], "answer": str(a + b)} for a, b in pairs]
-    held = len(rows) // 5
-    return rows[held:], rows[:held]
-
-
-def build_arith_model(path: Path, *, steps: int = 600, batch: int = 128) -> None:
-    """Warm-start a tiny Llama on partly wrong labels and save it (model + tokenizer) into ``path``."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from grpo_lite.tiny import build_char_tokenizer
-
-    tok = build_char_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=512, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    train, _ = arithmetic_split()
-    for _ in range(steps):
-        examples = []
-        for row in rng.sample(train, batch):
-            label = int(row["answer"]) + (0 if rng.random() < P_RIGHT else 1)
-            prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-            examples.append(
-                (tok(prompt)["input_ids"], tok(f"<answer>{label}</answer><|im_end|>")["input_ids"])
-            )
-        width = max(len(p) + len(c) for p, c in examples)
-        ids = torch.full((batch, width), tok.pad_token_id)
-        labels = torch.full((batch, width), -100)  # loss on the completion only
-        for i, (p, c) in enumerate(examples):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
-        model(input_ids=ids, labels=labels).loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-
-
-def demo_model() -> Path:
-    """The cached warm-started model, built on first use (``offline.build_once``: safe when two first
-    uses race)."""
-    path = cache_dir() / MODEL_VERSION
-    if not (path / "config.json").exists():
-        print(f"building the tiny arithmetic model once (cached in {path}) ...", flush=True)
-    return build_once(path, build_arith_model)
 
 
 def demo_config(
@@ -167,7 +101,7 @@ def demo_run(
     """The demo of ``task`` (one of ``grpo_lite.tasks.TASKS``) on ``model`` (one of DEMO_MODELS), built
     on first use; ``steps`` defaults to the task's (tiny: 80); ``naive`` trains on the task's naive
     reward (reward hacking shown); ``settings`` override GRPOConfig fields (e.g. ``compute_dtype``)."""
-    from grpo_lite.offline import resolve_model
+    from grpo_lite.policy.offline import resolve_model
     from rewards import answer_tag_format, exact_answer
 
     if model not in DEMO_MODELS:
@@ -239,12 +173,10 @@ def train_and_measure(
     """Train a demo run (``demo_run``'s, or one changed from it: an ablation) and measure its held-out
     rows before and after; ``summary.json`` and ``held_out.jsonl`` in ``output_dir``."""
     from grpo_lite.evaluate import held_out_scores
-    from grpo_lite.offline import WEIGHTS_NOTE
     from grpo_lite.trainer import GRPOTrainer
     from grpo_lite.warm_start import warm_start
 
     start, output_dir = start or time.perf_counter(), Path(output_dir)
-    model, task, naive, seed = demo.model, demo.task, demo.naive, demo.cfg.seed
     cfg, held = demo.cfg, demo.eval_rows
     trainer = GRPOTrainer(
         cfg, demo.train_rows, demo.reward_funcs, reward_weights=demo.reward_weights, overwrite=overwrite,
@@ -265,12 +197,35 @@ def train_and_measure(
     history = trainer.train()
     after, texts_after = measure()
     print(f"held-out greedy after training:  {_says(after)}", flush=True)
-    summary = {
+    summary = _summary(demo, trainer, history, (before, after_warm_start, after), output_dir, start)
+    lines = [json.dumps({"prompt": row["prompt"], "before": b, "after": a}) + "\n"
+             for row, b, a in zip(held, texts_before, texts_after, strict=True)]  # fmt: skip
+    write_text(output_dir / "held_out.jsonl", "".join(lines))  # whole or absent (run/atomic.py)
+    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _summary(demo: DemoRun, trainer: Any, history: list[dict[str, Any]], scores: tuple[Any, Any, Any],
+             output_dir: Path, start: float) -> dict[str, Any]:  # fmt: skip
+    """summary.json: what ran, how it sought signal, and the held-out scores before, after the warm
+    start and after training."""
+    from grpo_lite.policy.offline import WEIGHTS_NOTE
+
+    before, after_warm_start, after = scores
+    model, task, naive, seed, cfg, held = (
+        demo.model,
+        demo.task,
+        demo.naive,
+        demo.cfg.seed,
+        demo.cfg,
+        demo.eval_rows,
+    )
+    return {
         "model": model,
         "task": task,
         "naive": naive,
         "rewards": {name: w for name, w in zip(trainer.rewards.names, demo.reward_weights, strict=True)},
-        "weights": WEIGHTS_NOTE if model == "smollm2-135m-instruct" else "built by grpo_lite.demo",
+        "weights": WEIGHTS_NOTE if model == "smollm2-135m-instruct" else "built by grpo_lite.apps.demo",
         "accuracy_before": before["accuracy"],
         "accuracy_after": after["accuracy"],
         "before": before,
@@ -294,11 +249,6 @@ def train_and_measure(
         ],  # fmt: skip
         "best": RunDir(output_dir).best(),
     }
-    lines = [json.dumps({"prompt": row["prompt"], "before": b, "after": a}) + "\n"
-             for row, b, a in zip(held, texts_before, texts_after, strict=True)]  # fmt: skip
-    write_text(output_dir / "held_out.jsonl", "".join(lines))  # whole or absent (run/atomic.py)
-    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def _says(shares: dict[str, float]) -> str:

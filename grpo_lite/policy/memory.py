@@ -33,59 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grpo_lite.logprobs import CHUNK_BYTES
+from grpo_lite.policy.shape import ModelShape, load_shape
 
 GB = 2**30
 NF4_BYTES_PER_WEIGHT = 4.127 / 8  # 4-bit codes + double-quantized absmax (8-bit per 64, fp32 per 256 blocks)
 CUDA_CONTEXT_GB = 0.5  # CUDA context + allocator slack that no tensor accounts for
 T4_GB = 15.0  # a free Colab T4, as PyTorch reports it
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The numbers of a causal LM config that memory depends on."""
-
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    tied: bool
-
-    @classmethod
-    def from_config(cls, config: Any) -> ModelShape:
-        heads = int(config.num_attention_heads)
-        hidden = int(config.hidden_size)
-        return cls(
-            hidden=hidden,
-            layers=int(config.num_hidden_layers),
-            heads=heads,
-            kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
-            head_dim=int(getattr(config, "head_dim", None) or hidden // heads),
-            intermediate=int(config.intermediate_size),
-            vocab=int(config.vocab_size),
-            tied=bool(getattr(config, "tie_word_embeddings", False)),
-        )
-
-    def linear_shapes(self) -> list[tuple[int, int]]:
-        """(in, out) of every linear layer of one decoder layer: q, k, v, o, gate, up, down."""
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        h, i = self.hidden, self.intermediate
-        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
-
-    @property
-    def linear_params(self) -> int:
-        return self.layers * sum(a * b for a, b in self.linear_shapes())
-
-    @property
-    def embedding_params(self) -> int:
-        """Input embeddings plus the output head (one matrix when tied)."""
-        return self.vocab * self.hidden * (1 if self.tied else 2)
-
-    def lora_params(self, rank: int) -> int:
-        """LoRA on every linear layer of every decoder layer ("all-linear"): r x (in + out) each."""
-        return self.layers * sum(rank * (a + b) for a, b in self.linear_shapes())
 
 
 @dataclass
@@ -111,20 +64,6 @@ class MemoryPlan:
         if self.suggestions:
             lines.append("to make it fit: " + "; or ".join(self.suggestions))
         return "\n".join(lines)
-
-
-def load_shape(model: Any) -> ModelShape:
-    """A ModelShape from a Hub id or local path (config.json only), a transformers config, or a shape."""
-    if isinstance(model, ModelShape):
-        return model
-    if isinstance(model, str):
-        from transformers import AutoConfig
-
-        from grpo_lite.offline import resolve_model
-
-        model = AutoConfig.from_pretrained(resolve_model(model))
-    config = getattr(model, "text_config", None) or model  # multimodal configs nest the LM's
-    return ModelShape.from_config(config)
 
 
 def estimate_parts(
@@ -238,9 +177,22 @@ def plan_memory(
         gradient_checkpointing=gradient_checkpointing, compute_dtype=compute_dtype,
         rollout_weights=rollout_weights,
     )  # fmt: skip
-    compute_bytes(compute_dtype)  # refuses an unknown dtype
-    if rollout_weights not in ("merged", "adapter"):
-        raise ValueError(f"rollout_weights must be 'merged' or 'adapter'; got {rollout_weights!r}")
+    _check_settings(settings)
+    shape = load_shape(model)
+    peak, parts = _peak(shape, settings)
+    fits = peak <= gpu_gb
+    suggestions = [] if fits else _suggestions(shape, settings, gpu_gb)
+    return MemoryPlan(
+        parts=parts, peak_gb=peak, gpu_gb=gpu_gb, fits=fits, settings=settings, suggestions=suggestions
+    )
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    compute_bytes(settings["compute_dtype"])  # refuses an unknown dtype
+    if settings["rollout_weights"] not in ("merged", "adapter"):
+        raise ValueError(
+            f"rollout_weights must be 'merged' or 'adapter'; got {settings['rollout_weights']!r}"
+        )
     for name in (
         "group_size",
         "max_new_tokens",
@@ -251,13 +203,6 @@ def plan_memory(
     ):
         if settings[name] <= 0:
             raise ValueError(f"{name} must be > 0; got {settings[name]!r}")
-    shape = load_shape(model)
-    peak, parts = _peak(shape, settings)
-    fits = peak <= gpu_gb
-    suggestions = [] if fits else _suggestions(shape, settings, gpu_gb)
-    return MemoryPlan(
-        parts=parts, peak_gb=peak, gpu_gb=gpu_gb, fits=fits, settings=settings, suggestions=suggestions
-    )
 
 
 def plan_for_config(

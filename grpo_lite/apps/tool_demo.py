@@ -75,7 +75,7 @@ def run_tool_demo(
 ) -> dict[str, Any]:
     """Train SmolLM2 with the python tool; held-out accuracy and tool use before and after."""
     from grpo_lite.evaluate import tool_accuracy
-    from grpo_lite.offline import SMOLLM2, WEIGHTS_NOTE, resolve_model
+    from grpo_lite.policy.offline import SMOLLM2, WEIGHTS_NOTE, resolve_model
     from grpo_lite.trainer import GRPOTrainer
     from rewards import last_number_accuracy
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from grpo_lite.backends import load_with_unsloth, resolve_backend
 from grpo_lite.config import GRPOConfig
-from grpo_lite.offline import resolve_model
-from grpo_lite.precision import prepare_for_training, resolve_compute_dtype
+from grpo_lite.policy.backends import load_with_unsloth, resolve_backend
+from grpo_lite.policy.offline import resolve_model
+from grpo_lite.policy.precision import prepare_for_training, resolve_compute_dtype
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from grpo_lite.config import GRPOConfig
-from grpo_lite.offline import resolve_model
-from grpo_lite.precision import DTYPES
+from grpo_lite.policy.offline import resolve_model
+from grpo_lite.policy.precision import DTYPES
 
 log = logging.getLogger(__name__)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

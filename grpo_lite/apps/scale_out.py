@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from grpo_lite.apps.scale_out_files import DEEPSPEED_STAGES, TRAIN_SCRIPT, accelerate_yaml, deepspeed_json
 from grpo_lite.config import GRPOConfig
 from grpo_lite.export import atomic_folder
-from grpo_lite.offline import resolve_model
+from grpo_lite.policy.offline import resolve_model
 
 TRL_TESTED = ">=1.16,<2"  # the TRL versions this mapping was checked against
-DEEPSPEED_STAGES = {"zero2": 2, "zero3": 3}
 VLLM_MODES = ("server", "colocate")
 log = logging.getLogger(__name__)
 
@@ -231,40 +231,14 @@ def scale_out(
                 "rewards": imports, "trl_args": args}  # fmt: skip
         (tmp / "run_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
         (tmp / "train_trl.py").write_text(TRAIN_SCRIPT)
-        (tmp / "accelerate_config.yaml").write_text(_accelerate_yaml(num_gpus, deepspeed))
+        (tmp / "accelerate_config.yaml").write_text(accelerate_yaml(num_gpus, deepspeed))
         if deepspeed:
             (tmp / f"deepspeed_{deepspeed}.json").write_text(
-                json.dumps(_deepspeed_json(deepspeed), indent=2) + "\n"
+                json.dumps(deepspeed_json(deepspeed), indent=2) + "\n"
             )
         cfg.save(tmp / "grpo_lite_config.yaml")
         (tmp / "README.md").write_text(_readme(cfg, num_gpus, deepspeed, vllm))
     return output
-
-
-def _accelerate_yaml(num_gpus: int, deepspeed: str | None) -> str:
-    lines = [
-        "compute_environment: LOCAL_MACHINE",
-        f"num_processes: {num_gpus}",
-        "num_machines: 1",
-        "machine_rank: 0",
-    ]
-    if deepspeed:
-        lines += [
-            "distributed_type: DEEPSPEED",
-            "deepspeed_config:",
-            f"  deepspeed_config_file: deepspeed_{deepspeed}.json",
-        ]
-    else:
-        lines += [f"distributed_type: {'MULTI_GPU' if num_gpus > 1 else 'NO'}"]
-    return "\n".join(lines) + "\n"
-
-
-def _deepspeed_json(stage: str) -> dict[str, Any]:
-    zero: dict[str, Any] = {"stage": DEEPSPEED_STAGES[stage], "overlap_comm": True}
-    if stage == "zero3":
-        zero |= {"stage3_gather_16bit_weights_on_model_save": True}
-    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "train_micro_batch_size_per_gpu": "auto",
-            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}  # fmt: skip
 
 
 def _readme(cfg: GRPOConfig, num_gpus: int, deepspeed: str | None, vllm: str | None) -> str:
@@ -281,51 +255,3 @@ def _readme(cfg: GRPOConfig, num_gpus: int, deepspeed: str | None, vllm: str | N
     lines += ["", "## Settings with no TRL equivalent", "", "| grpo-lite | what happens |", "|---|---|"]
     lines += [f"| `{k}` = {getattr(cfg, k)!r} | {v} |" for k, v in NO_EQUIVALENT.items()]
     return "\n".join(lines) + "\n"
-
-
-TRAIN_SCRIPT = '''"""TRL GRPOTrainer from a grpo-lite run (written by `python -m grpo_lite scale-out`).
-
-Launch: accelerate launch --config_file accelerate_config.yaml train_trl.py   (or: python train_trl.py)
-"""
-
-import importlib
-import json
-import sys
-from pathlib import Path
-
-import torch
-from datasets import Dataset
-from peft import LoraConfig
-from transformers import AutoTokenizer, BitsAndBytesConfig
-from trl import GRPOConfig, GRPOTrainer
-
-from grpo_lite.cli import load_dataset_arg
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # user_rewards.py, when rewards were written out
-spec = json.loads((HERE / "run_spec.json").read_text())
-rewards = [getattr(importlib.import_module(module), name) for module, name in spec["rewards"]]
-rows = load_dataset_arg(spec["dataset"], "train")
-if spec["prompt_column"] != "prompt":
-    rows = [dict(row, prompt=row[spec["prompt_column"]]) for row in rows]
-args = dict(spec["trl_args"], output_dir=str(HERE / spec["trl_args"]["output_dir"]))
-if not torch.cuda.is_available():
-    args |= {"use_cpu": True, "bf16": False}
-quantization = None
-if spec["load_in_4bit"]:
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=dtype)
-tokenizer = AutoTokenizer.from_pretrained(spec["model"], padding_side="left")
-trainer = GRPOTrainer(
-    model=spec["model"],
-    reward_funcs=rewards,
-    args=GRPOConfig(**args),
-    train_dataset=Dataset.from_list(rows),
-    processing_class=tokenizer,
-    peft_config=LoraConfig(task_type="CAUSAL_LM", **spec["lora"]),
-    quantization_config=quantization,
-)
-trainer.train()
-trainer.save_model(str(HERE / "adapter"))  # peft layout: loads back into grpo-lite
-'''
