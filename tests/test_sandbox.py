@@ -471,3 +471,19 @@ def test_the_readme_sandbox_table_states_the_limits_in_force():
     assert f"| {defaults.max_processes} (`max_processes`) |" in table
     assert f"| a {defaults.disk_bytes >> 20} MiB tmpfs (`disk_bytes`) |" in table
     assert f"| {defaults.output_bytes >> 10} KiB; {open_files} |" in table
+
+
+def test_run_cgroups_a_killed_trainer_left_are_removed_and_live_ones_kept(tmp_path):
+    from rewards.sandbox.cgroups import remove_stale
+
+    dead = 99_999_999  # above the kernel's largest pid (2**22): no such process
+    for name in (
+        f"grpo-lite-run-{dead}-0",
+        f"grpo-lite-run-{dead}-7",
+        f"grpo-lite-run-{os.getpid()}-3",
+        "other",
+    ):
+        (tmp_path / name).mkdir()
+    assert sorted(remove_stale(str(tmp_path))) == [f"grpo-lite-run-{dead}-0", f"grpo-lite-run-{dead}-7"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"grpo-lite-run-{os.getpid()}-3", "other"]
+    assert remove_stale(str(tmp_path / "absent")) == []

@@ -418,9 +418,9 @@ def test_a_row_that_ended_while_another_waits_for_its_tool_writes_nothing_more(s
             out.append(script[r][min(written[r], len(script[r]) - 1)])
         return torch.tensor(out)
 
-    from grpo_lite.rollout.turn_rows import Rows as _Rows
+    from grpo_lite.rollout.turn_rows import Rows
 
-    real_append = _Rows.append
+    real_append = Rows.append
 
     def counting_append(self, r, tokens, *, tool=False):
         if not tool:
@@ -428,7 +428,7 @@ def test_a_row_that_ended_while_another_waits_for_its_tool_writes_nothing_more(s
         real_append(self, r, tokens, tool=tool)
 
     monkeypatch.setattr("grpo_lite.rollout.turns.sample_tokens", scripted)
-    monkeypatch.setattr("grpo_lite.rollout.turns._Rows.append", counting_append)
+    monkeypatch.setattr(Rows, "append", counting_append)
     ids, mask = encode_prompts(["What is 1?\n"], tok, max_prompt_tokens=64, chat=[False])
     n = len(call) + 1
     turns = decode_with_tools(

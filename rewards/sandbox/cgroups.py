@@ -138,10 +138,29 @@ def find_hierarchy(mountinfo: str, cgroup: str) -> Hierarchy:
     return Hierarchy(0, (), "; ".join(why) or "no cgroup hierarchy with a memory controller is mounted")
 
 
+def remove_stale(folder: str) -> list[str]:
+    """Remove the run cgroups (``grpo-lite-run-PID-N``) of trainers that are gone (a kill -9 leaves
+    them, empty: their processes died with it); returns their names. Never raises."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            parts = name.split("-")
+            ours = name.startswith("grpo-lite-run-") and len(parts) == 5 and parts[3].isdigit()
+            if ours and not os.path.exists(f"/proc/{parts[3]}"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(folder, name))
+                    removed.append(name)
+    return removed
+
+
 @functools.cache
 def hierarchy() -> Hierarchy:
-    """This machine's answer to :func:`find_hierarchy` (asked once)."""
+    """This machine's answer to :func:`find_hierarchy` (asked once; stale run cgroups removed then)."""
     try:
-        return find_hierarchy(read("/proc/self/mountinfo"), read("/proc/self/cgroup"))
+        found = find_hierarchy(read("/proc/self/mountinfo"), read("/proc/self/cgroup"))
     except (OSError, ValueError) as error:
         return Hierarchy(0, (), f"cannot read this process's cgroups: {error}")
+    for folder in found.folders:
+        if folder:
+            remove_stale(folder)
+    return found
