@@ -487,3 +487,18 @@ def test_run_cgroups_a_killed_trainer_left_are_removed_and_live_ones_kept(tmp_pa
     assert sorted(remove_stale(str(tmp_path))) == [f"grpo-lite-run-{dead}-0", f"grpo-lite-run-{dead}-7"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"grpo-lite-run-{os.getpid()}-3", "other"]
     assert remove_stale(str(tmp_path / "absent")) == []
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", "unshare"])
+def test_the_watcher_counts_what_the_run_wrote_into_its_tmpfs(isolation, monkeypatch):
+    """Without a cgroup the watcher sees the run's tmpfs from outside (through /proc/PID/root): 60 MB
+    written into /tmp and /work plus 40 MB of memory is over a 96 MiB budget, though no process holds
+    more than 40 MB; with the tmpfs not counted it would run to the end."""
+    from rewards.sandbox import budget
+
+    monkeypatch.setattr(budget, "hierarchy", lambda: Hierarchy(0, (), "test: the watcher alone"))
+    code = ("import time\nfor d in ('/tmp', '/work'):\n  for i in range(500):\n"
+            "    open(f'{d}/f{i}', 'wb').write(b'x' * 60000)\nb = b'x' * (40 << 20)\ntime.sleep(3)\n" + GOOD)  # fmt: skip
+    result = run_tests(code, TESTS, Limits(memory_bytes=96 << 20, wall_seconds=8, isolation=isolation))
+    assert result.stopped_by == "memory budget" and result.passed == 0, result
+    assert 96 << 20 < result.peak_memory < 160 << 20

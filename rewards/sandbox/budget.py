@@ -4,8 +4,10 @@ pages of its tmpfs mounts — and a process budget with it (:class:`Budget`).
 With a cgroup (:mod:`rewards.sandbox.cgroups`) the kernel charges every page the run touches to the
 run's own cgroup and kills the run when it is over; a shell started first moves itself in and then
 becomes the sandbox, so no process of the run is ever outside it. Without one a watcher sums, from
-outside, the resident anonymous and shared memory of the run's processes every few milliseconds and
-kills the run past the budget: exceeded at most by what the run allocates between two looks.
+outside, the resident anonymous and shared memory of the run's processes and what its tmpfs mounts
+hold, every few milliseconds, and kills the run past the budget: exceeded at most by what the run
+allocates between two looks (and blind to memory files it does not map: 64 per process, of the
+output limit each, and to the kernel's memory for its files' inodes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rewards.sandbox.cgroups import Hierarchy, hierarchy, read, write
 
 OWN_PROCESSES = 8  # the sandbox's own processes besides the code's (sh, setpriv, bwrap, judge, solution)
 WATCH_SECONDS = 0.005  # the watcher's look interval without a cgroup
+WRITABLE_PLACES = ("/tmp", "/dev/shm", "/work")  # tmpfs mounts inside the sandbox (rewards.sandbox.run)
 MEMORY, PROCESSES = "memory budget", "process budget"  # what stopped a run (RunResult.stopped_by)
 _counter = itertools.count()  # next() on it is atomic under the GIL
 
@@ -46,6 +49,27 @@ def _resident(pid: int) -> int:
         if line.startswith(("RssAnon:", "RssShmem:")):
             total += int(line.split()[1]) * 1024
     return total
+
+
+def _tmpfs_held(processes: list[int], own_namespace: str) -> int:
+    """Bytes written into the writable tmpfs mounts of the run's own mount namespace, seen through
+    ``/proc/PID/root`` of its first process inside one; 0 when none is (``isolation="none"``: its /tmp is
+    the host's disk, bounded by the output limit per file only)."""
+    for pid in processes:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/mnt") == own_namespace:
+                continue
+        except OSError:
+            continue
+        seen, total = set(), 0
+        for place in WRITABLE_PLACES:
+            with contextlib.suppress(OSError):
+                stats = os.statvfs(f"/proc/{pid}/root{place}")
+                if stats.f_fsid not in seen:
+                    seen.add(stats.f_fsid)
+                    total += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        return total
+    return 0
 
 
 class Budget:
@@ -112,9 +136,10 @@ class Budget:
             self._watcher.start()
 
     def _watch(self, pid: int) -> None:
+        own_namespace = os.readlink("/proc/self/ns/mnt")
         while not self._done.wait(WATCH_SECONDS):
             processes = _descendants(pid)
-            held = sum(_resident(p) for p in processes)
+            held = sum(_resident(p) for p in processes) + _tmpfs_held(processes, own_namespace)
             self.peak = max(self.peak, held)
             if held > self.memory:
                 self.stopped_by = MEMORY
