@@ -503,3 +503,22 @@ def test_the_watcher_counts_what_the_run_wrote_into_its_tmpfs(isolation, monkeyp
     result = run_tests(code, TESTS, Limits(memory_bytes=96 << 20, wall_seconds=8, isolation=isolation))
     assert result.stopped_by == "memory budget" and result.passed == 0, result
     assert 96 << 20 < result.peak_memory < 160 << 20
+
+
+def test_the_watcher_never_counts_the_host_disk_seen_from_a_namespace_being_set_up():
+    """Between unshare() and pivot_root the run's process is in a mount namespace of its own whose /tmp
+    is still the host's: that disk's usage is not the run's (counted, it killed a probe run at random)."""
+    from rewards.sandbox.budget import _host_filesystems, _tmpfs_held
+
+    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sleep", "20"])
+    try:
+        own = os.readlink("/proc/self/ns/mnt")
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{proc.pid}/ns/mnt") == own and time.monotonic() < deadline:
+            time.sleep(0.01)  # until unshare has made the namespace and exec'd sleep
+        assert os.readlink(f"/proc/{proc.pid}/ns/mnt") != own
+        assert os.statvfs(f"/proc/{proc.pid}/root/tmp").f_blocks > 0  # the host's /tmp, seen through it
+        assert _tmpfs_held([proc.pid], own, _host_filesystems()) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -51,10 +51,20 @@ def _resident(pid: int) -> int:
     return total
 
 
-def _tmpfs_held(processes: list[int], own_namespace: str) -> int:
+def _host_filesystems() -> set[int]:
+    """The ids of the host's own filesystems where the sandbox's writable places are mounted."""
+    ids = set()
+    for place in ("/", *WRITABLE_PLACES):
+        with contextlib.suppress(OSError):
+            ids.add(os.statvfs(place).f_fsid)
+    return ids
+
+
+def _tmpfs_held(processes: list[int], own_namespace: str, host: set[int]) -> int:
     """Bytes written into the writable tmpfs mounts of the run's own mount namespace, seen through
     ``/proc/PID/root`` of its first process inside one; 0 when none is (``isolation="none"``: its /tmp is
-    the host's disk, bounded by the output limit per file only)."""
+    the host's disk, bounded by the output limit per file only). A place that is still the host's
+    filesystem (``host``: the namespace is being set up) is not the run's and is not counted."""
     for pid in processes:
         try:
             if os.readlink(f"/proc/{pid}/ns/mnt") == own_namespace:
@@ -65,7 +75,7 @@ def _tmpfs_held(processes: list[int], own_namespace: str) -> int:
         for place in WRITABLE_PLACES:
             with contextlib.suppress(OSError):
                 stats = os.statvfs(f"/proc/{pid}/root{place}")
-                if stats.f_fsid not in seen:
+                if stats.f_fsid not in seen and stats.f_fsid not in host:
                     seen.add(stats.f_fsid)
                     total += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
         return total
@@ -136,10 +146,10 @@ class Budget:
             self._watcher.start()
 
     def _watch(self, pid: int) -> None:
-        own_namespace = os.readlink("/proc/self/ns/mnt")
+        own_namespace, host = os.readlink("/proc/self/ns/mnt"), _host_filesystems()
         while not self._done.wait(WATCH_SECONDS):
             processes = _descendants(pid)
-            held = sum(_resident(p) for p in processes) + _tmpfs_held(processes, own_namespace)
+            held = sum(_resident(p) for p in processes) + _tmpfs_held(processes, own_namespace, host)
             self.peak = max(self.peak, held)
             if held > self.memory:
                 self.stopped_by = MEMORY

@@ -74,8 +74,9 @@ def _command(
     plan: Plan, workdir: str, results_fd: int, confine: dict, files: dict[str, int], disk: int
 ) -> list[str]:
     """The command that starts the judge. With namespaces every writable place is a tmpfs of ``disk``
-    bytes (bubblewrap's own ``/dev``, a tmpfs of half the RAM, is made read-only) (``/work`` gets the run's files copied in: ``files``, name -> descriptor, for bubblewrap's
-    ``--file``), and no user namespace can be made inside (a nested one could mount a tmpfs of any size)."""
+    bytes (``/work`` gets the run's files copied in: ``files``, name -> descriptor, for bubblewrap's
+    ``--file``), bubblewrap's own ``/dev`` (a tmpfs of half the RAM) is read-only, and no user
+    namespace can be made inside (a nested one could mount a tmpfs of any size)."""
     argv = [str(results_fd), json.dumps(confine)]
     if plan.isolation == "bubblewrap":
         binds: list[str] = []
