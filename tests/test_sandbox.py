@@ -478,15 +478,12 @@ def test_run_cgroups_a_killed_trainer_left_are_removed_and_live_ones_kept(tmp_pa
     from rewards.sandbox.cgroups import remove_stale
 
     dead = 99_999_999  # above the kernel's largest pid (2**22): no such process
-    for name in (
-        f"grpo-lite-run-{dead}-0",
-        f"grpo-lite-run-{dead}-7",
-        f"grpo-lite-run-{os.getpid()}-3",
-        "other",
-    ):
+    live = [f"grpo-lite-run-{os.getpid()}-3", f"grpo-lite-trainer-{os.getpid()}", "other"]
+    gone = [f"grpo-lite-run-{dead}-0", f"grpo-lite-run-{dead}-7", f"grpo-lite-trainer-{dead}"]
+    for name in live + gone:
         (tmp_path / name).mkdir()
-    assert sorted(remove_stale(str(tmp_path))) == [f"grpo-lite-run-{dead}-0", f"grpo-lite-run-{dead}-7"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"grpo-lite-run-{os.getpid()}-3", "other"]
+    assert sorted(remove_stale(str(tmp_path))) == sorted(gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(live)
     assert remove_stale(str(tmp_path / "absent")) == []
 
 

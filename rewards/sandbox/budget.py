@@ -96,7 +96,6 @@ class Budget:
         self._watcher: threading.Thread | None = None
         if self.where.version:
             self._make()
-        self.kind = f"cgroup v{self.where.version}" if self.folders else "watcher"  # what bounds this run
 
     def _settings(self) -> list[tuple[str, str]]:
         memory, processes = str(self.memory), str(self.processes)

@@ -139,14 +139,16 @@ def find_hierarchy(mountinfo: str, cgroup: str) -> Hierarchy:
 
 
 def remove_stale(folder: str) -> list[str]:
-    """Remove the run cgroups (``grpo-lite-run-PID-N``) of trainers that are gone (a kill -9 leaves
-    them, empty: their processes died with it); returns their names. Never raises."""
+    """Remove the cgroups of trainers that are gone — their runs' (``grpo-lite-run-PID-N``; a kill -9
+    leaves them, empty: their processes died with it) and a v2 trainer's own leaf
+    (``grpo-lite-trainer-PID``); returns their names. Never raises."""
     removed = []
     with contextlib.suppress(OSError):
         for name in os.listdir(folder):
             parts = name.split("-")
-            ours = name.startswith("grpo-lite-run-") and len(parts) == 5 and parts[3].isdigit()
-            if ours and not os.path.exists(f"/proc/{parts[3]}"):
+            run = name.startswith("grpo-lite-run-") and len(parts) == 5
+            leaf = name.startswith("grpo-lite-trainer-") and len(parts) == 4
+            if (run or leaf) and parts[3].isdigit() and not os.path.exists(f"/proc/{parts[3]}"):
                 with contextlib.suppress(OSError):
                     os.rmdir(os.path.join(folder, name))
                     removed.append(name)
